@@ -1,0 +1,122 @@
+package responder
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+)
+
+// readBufLen is larger than any Ethernet frame on a standard-MTU link; a
+// longer frame is truncated to it, which cannot turn it into a valid request
+// it was not already.
+const readBufLen = 2048
+
+// packetConn is the AF_PACKET transport. It reads and writes with raw
+// syscalls on the socket's file descriptor through syscall.RawConn, so that
+// one wake-up of the Serve goroutine drains every queued frame, and no frame
+// allocates.
+type packetConn struct {
+	c       *packet.Conn
+	rc      syscall.RawConn
+	closing atomic.Bool
+
+	buf []byte
+
+	// Per-call arguments and results of the RawConn callbacks, kept here so
+	// that the callbacks are built once and never allocate.
+	handle  func([]byte)
+	readErr error
+	readFn  func(fd uintptr) bool
+	out     []byte
+	sendErr error
+	writeFn func(fd uintptr) bool
+}
+
+// listenPacket opens a raw AF_PACKET socket for ARP on the interface with
+// the given index, in the calling thread's network namespace.
+func listenPacket(index int, name string, acceptOtherHost bool) (*packetConn, error) {
+	prog, err := filter(acceptOtherHost)
+	if err != nil {
+		return nil, fmt.Errorf("assemble BPF filter: %w", err)
+	}
+	c, err := packet.Listen(&net.Interface{Index: index, Name: name}, packet.Raw, unix.ETH_P_ARP, &packet.Config{Filter: prog})
+	if err != nil {
+		return nil, err
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		// Our own replies never reach the socket, not even the filter.
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	}); err != nil || serr != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("set PACKET_IGNORE_OUTGOING: %w", errors.Join(err, serr))
+	}
+	p := &packetConn{c: c, rc: rc, buf: make([]byte, readBufLen)}
+	p.readFn = p.readAll
+	p.writeFn = p.writeOne
+	return p, nil
+}
+
+// readAll is the RawConn read callback: it reads until the socket's queue is
+// empty (false: wait for more), an error occurs or the conn closes (true).
+func (p *packetConn) readAll(fd uintptr) bool {
+	for !p.closing.Load() {
+		n, err := unix.Read(int(fd), p.buf)
+		switch err {
+		case nil:
+			p.handle(p.buf[:n])
+		case unix.EAGAIN:
+			return false
+		case unix.EINTR:
+		default:
+			p.readErr = err
+			return true
+		}
+	}
+	return true
+}
+
+func (p *packetConn) receive(handle func([]byte)) error {
+	p.handle, p.readErr = handle, nil
+	err := p.rc.Read(p.readFn)
+	p.handle = nil
+	if p.closing.Load() {
+		return net.ErrClosed
+	}
+	if err != nil {
+		return err
+	}
+	return p.readErr
+}
+
+func (p *packetConn) writeOne(fd uintptr) bool {
+	_, p.sendErr = unix.Write(int(fd), p.out)
+	// On EAGAIN (a full send buffer) the reply is dropped rather than
+	// waited for: the requester will ask again.
+	return true
+}
+
+func (p *packetConn) send(frame []byte) error {
+	p.out, p.sendErr = frame, nil
+	err := p.rc.Write(p.writeFn)
+	p.out = nil
+	if err != nil {
+		return err
+	}
+	return p.sendErr
+}
+
+func (p *packetConn) close() error {
+	p.closing.Store(true)
+	return p.c.Close()
+}

@@ -1,0 +1,340 @@
+// Package responder answers ARP requests on one interface: the per-interface
+// hot path of pxresp.
+//
+// A Responder owns one AF_PACKET socket bound to one interface, with a BPF
+// filter that lets through only inbound ARP requests (and frames claiming to
+// be ARP that are malformed, so they can be counted). For each request it
+// asks the policy for a verdict and, on policy.Reply, sends the reply the
+// kernel's proxy_arp would send: unicast to the requester, from the
+// interface's current MAC.
+//
+// The hot path does not allocate, takes no locks and logs only at debug
+// level. A bad frame is dropped and counted; it never ends Serve.
+package responder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/pxresp/pxresp/policy"
+)
+
+// Config describes the interface a Responder serves and what it answers.
+type Config struct {
+	// Index and Name identify the interface. Index is what the socket binds
+	// to; Name is for logs.
+	Index int
+	Name  string
+	// MAC is the interface's current hardware address. Unicast requests
+	// sent to it are answered, and replies carry it unless Override is set.
+	MAC net.HardwareAddr
+	// Override, if set, is the MAC to answer with instead of MAC (--mac).
+	// Unicast requests sent to it are answered too.
+	Override net.HardwareAddr
+	// Policy decides which requests to answer. Required.
+	Policy *policy.Policy
+	// OnLink holds the prefixes the host routes out this interface: a
+	// request for an address in them is the requester's own side of the
+	// link, and is never answered.
+	OnLink []netip.Prefix
+	// Logger receives per-frame debug records and warnings; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats are a Responder's counters since it was created.
+type Stats struct {
+	// Requests counts well-formed ARP requests read.
+	Requests uint64
+	// Replies counts replies sent.
+	Replies uint64
+	// Ignored counts requests not answered, by verdict (index
+	// policy.Verdict; Ignored[policy.Reply] stays 0).
+	Ignored [policy.NumVerdicts]uint64
+	// Malformed counts frames dropped because they are not well-formed
+	// Ethernet/IPv4 ARP.
+	Malformed uint64
+	// SendErrors counts replies the kernel refused to send.
+	SendErrors uint64
+	// ReadErrors counts errors from the socket other than Close, such as
+	// ENETDOWN when the link goes down.
+	ReadErrors uint64
+}
+
+// state is what the hot path reads: swapped as a whole, read with one atomic
+// load per frame.
+type state struct {
+	mac      [6]byte // the interface's MAC
+	answer   [6]byte // the MAC replies carry
+	policy   *policy.Policy
+	onLink   []netip.Prefix
+	override bool
+}
+
+// Responder answers ARP requests on one interface. Create it with Listen
+// (or newResponder in tests), run Serve, stop it with Close or by cancelling
+// Serve's context.
+type Responder struct {
+	name  string
+	index int
+	t     transport
+	log   *slog.Logger
+	debug bool
+
+	st atomic.Pointer[state]
+	mu sync.Mutex // serialises the Set methods' read-modify-write of st
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	closeErr  error
+
+	// Used only by the goroutine running Serve.
+	req   arpRequest
+	preq  policy.Request
+	reply [FrameLen]byte
+
+	requests, replies, malformed, sendErrors, readErrors atomic.Uint64
+	ignored                                              [policy.NumVerdicts]atomic.Uint64
+}
+
+// transport moves frames for one interface.
+type transport interface {
+	// receive blocks until frames arrive and calls handle for each one.
+	// It returns net.ErrClosed once the transport is closed, and other
+	// errors (ENETDOWN) as they happen; it may be called again after them.
+	// The frame passed to handle is valid only during the call.
+	receive(handle func(frame []byte)) error
+	// send transmits one frame.
+	send(frame []byte) error
+	close() error
+}
+
+// Listen opens an AF_PACKET socket on the interface cfg describes, in the
+// network namespace of the calling thread, and returns a Responder for it.
+// It needs CAP_NET_RAW.
+func Listen(cfg Config) (*Responder, error) {
+	if err := checkConfig(&cfg); err != nil {
+		return nil, err
+	}
+	t, err := listenPacket(cfg.Index, cfg.Name, cfg.Override != nil)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (ifindex %d): %w", cfg.Name, cfg.Index, err)
+	}
+	return newResponder(t, cfg), nil
+}
+
+func checkConfig(cfg *Config) error {
+	switch {
+	case cfg.Index <= 0:
+		return fmt.Errorf("responder for %q: invalid ifindex %d", cfg.Name, cfg.Index)
+	case cfg.Policy == nil:
+		return fmt.Errorf("responder for %q: no policy", cfg.Name)
+	case len(cfg.MAC) != 6:
+		return fmt.Errorf("responder for %q: MAC %v is not a 6-byte Ethernet address", cfg.Name, cfg.MAC)
+	case cfg.Override != nil && len(cfg.Override) != 6:
+		return fmt.Errorf("responder for %q: override MAC %v is not a 6-byte Ethernet address", cfg.Name, cfg.Override)
+	}
+	return nil
+}
+
+func newResponder(t transport, cfg Config) *Responder {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("iface", cfg.Name, "ifindex", cfg.Index)
+	r := &Responder{
+		name:  cfg.Name,
+		index: cfg.Index,
+		t:     t,
+		log:   log,
+		debug: log.Enabled(context.Background(), slog.LevelDebug),
+	}
+	s := &state{policy: cfg.Policy, onLink: slices.Clone(cfg.OnLink)}
+	copy(s.mac[:], cfg.MAC)
+	s.answer = s.mac
+	if cfg.Override != nil {
+		copy(s.answer[:], cfg.Override)
+		s.override = true
+	}
+	r.st.Store(s)
+	return r
+}
+
+// update applies fn to a copy of the current state and publishes it.
+func (r *Responder) update(fn func(*state)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := *r.st.Load()
+	fn(&s)
+	r.st.Store(&s)
+}
+
+// SetMAC records the interface's new hardware address. The next reply
+// carries it (unless an override MAC is configured). A mac that is not 6
+// bytes long is ignored.
+func (r *Responder) SetMAC(mac net.HardwareAddr) {
+	if len(mac) != 6 {
+		r.log.Warn("ignoring MAC that is not 6 bytes", "mac", mac)
+		return
+	}
+	r.update(func(s *state) {
+		copy(s.mac[:], mac)
+		if !s.override {
+			s.answer = s.mac
+		}
+	})
+}
+
+// SetPolicy replaces the policy; the next request is decided by p. A nil
+// policy is ignored.
+func (r *Responder) SetPolicy(p *policy.Policy) {
+	if p == nil {
+		return
+	}
+	r.update(func(s *state) { s.policy = p })
+}
+
+// SetOnLink replaces the prefixes routed out this interface.
+func (r *Responder) SetOnLink(prefixes []netip.Prefix) {
+	prefixes = slices.Clone(prefixes)
+	r.update(func(s *state) { s.onLink = prefixes })
+}
+
+// MAC returns the hardware address replies currently carry.
+func (r *Responder) MAC() net.HardwareAddr {
+	a := r.st.Load().answer
+	return net.HardwareAddr(a[:])
+}
+
+// Stats returns a snapshot of the counters. It is safe to call at any time.
+func (r *Responder) Stats() Stats {
+	s := Stats{
+		Requests:   r.requests.Load(),
+		Replies:    r.replies.Load(),
+		Malformed:  r.malformed.Load(),
+		SendErrors: r.sendErrors.Load(),
+		ReadErrors: r.readErrors.Load(),
+	}
+	for i := range r.ignored {
+		s.Ignored[i] = r.ignored[i].Load()
+	}
+	return s
+}
+
+// maxReadErrors bounds how many socket errors in a row, with no frame
+// between them, Serve tolerates before giving up. Link down/up produces one
+// ENETDOWN each time, so a healthy socket never comes close.
+const maxReadErrors = 64
+
+// Serve reads and answers requests until Close is called or ctx is done,
+// and then returns nil. It returns an error only if the socket fails
+// persistently. Serve must not be called more than once.
+func (r *Responder) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { _ = r.Close() })
+	defer stop()
+	handle := r.handle
+	errs := 0
+	for {
+		before := r.requests.Load() + r.malformed.Load()
+		err := r.t.receive(handle)
+		if r.closed.Load() || errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err == nil {
+			continue
+		}
+		r.readErrors.Add(1)
+		if r.requests.Load()+r.malformed.Load() != before {
+			errs = 0
+		}
+		errs++
+		if errs >= maxReadErrors {
+			return fmt.Errorf("%s: giving up after %d socket errors in a row: %w", r.name, errs, err)
+		}
+		if errors.Is(err, syscall.ENETDOWN) {
+			// The link went down; the socket serves again once it is up.
+			r.log.Debug("link down", "err", err)
+			continue
+		}
+		r.log.Warn("socket read error", "err", err)
+	}
+}
+
+// handle processes one frame. It runs on the Serve goroutine only.
+func (r *Responder) handle(frame []byte) {
+	req := &r.req
+	if err := decodeRequest(frame, req); err != nil {
+		if err == errNotRequest {
+			// The BPF filter drops replies; one may slip in only while
+			// the filter is being attached.
+			return
+		}
+		r.malformed.Add(1)
+		if r.debug {
+			r.log.Debug("malformed frame", "len", len(frame), "err", err)
+		}
+		return
+	}
+	r.requests.Add(1)
+	s := r.st.Load()
+	p := &r.preq
+	p.SenderMAC = req.sha
+	p.SenderIP = req.spa
+	p.TargetIP = req.tpa
+	switch req.ethDst {
+	case [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}:
+		p.Delivery = policy.Broadcast
+	case s.answer, s.mac:
+		p.Delivery = policy.Unicast
+	default:
+		p.Delivery = policy.OtherHost
+	}
+	p.TargetOnLink = onLink(s.onLink, req.tpa)
+	v := s.policy.Decide(p)
+	if v != policy.Reply {
+		r.ignored[v].Add(1)
+		if r.debug {
+			r.log.Debug("ignored", "verdict", v, "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+		}
+		return
+	}
+	if err := r.t.send(encodeReply(r.reply[:], req, s.answer)); err != nil {
+		r.sendErrors.Add(1)
+		if r.debug {
+			r.log.Debug("send failed", "err", err)
+		}
+		return
+	}
+	r.replies.Add(1)
+	if r.debug {
+		r.log.Debug("replied", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+	}
+}
+
+func onLink(prefixes []netip.Prefix, a netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Close stops Serve and closes the socket. It is safe to call more than
+// once and from any goroutine; later calls return the first call's result.
+func (r *Responder) Close() error {
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		r.closeErr = r.t.close()
+	})
+	return r.closeErr
+}

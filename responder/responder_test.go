@@ -1,0 +1,421 @@
+package responder
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pxresp/pxresp/policy"
+)
+
+var (
+	hostMAC = net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}
+	gateway = netip.MustParseAddr("169.254.1.1")
+)
+
+// fakeTransport feeds frames from a channel and records what is sent.
+type fakeTransport struct {
+	in      chan []byte
+	errs    chan error
+	sendErr error
+
+	mu     sync.Mutex
+	sent   [][]byte
+	closed chan struct{}
+	once   sync.Once
+	closes int
+}
+
+func newFake() *fakeTransport {
+	return &fakeTransport{in: make(chan []byte), errs: make(chan error), closed: make(chan struct{})}
+}
+
+func (f *fakeTransport) receive(handle func([]byte)) error {
+	for {
+		select {
+		case fr := <-f.in:
+			handle(fr)
+		case err := <-f.errs:
+			return err
+		case <-f.closed:
+			return net.ErrClosed
+		}
+	}
+}
+
+func (f *fakeTransport) send(frame []byte) error {
+	if f.sendErr != nil {
+		return f.sendErr
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, bytes.Clone(frame))
+	return nil
+}
+
+func (f *fakeTransport) close() error {
+	f.mu.Lock()
+	f.closes++
+	f.mu.Unlock()
+	f.once.Do(func() { close(f.closed) })
+	return nil
+}
+
+func (f *fakeTransport) takeSent() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.sent
+	f.sent = nil
+	return s
+}
+
+func gwPolicy(t testing.TB) *policy.Policy {
+	t.Helper()
+	p, err := policy.New([]netip.Addr{gateway}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newTestResponder(t testing.TB, f transport) *Responder {
+	cfg := Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t)}
+	if err := checkConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	return newResponder(f, cfg)
+}
+
+type frameCase struct {
+	name, want string
+	in, out    []byte
+}
+
+// loadFrameCases reads testdata/arp-frames.txt.
+func loadFrameCases(t testing.TB) []frameCase {
+	t.Helper()
+	data, err := os.ReadFile("../testdata/arp-frames.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []frameCase
+	var c *frameCase
+	unhex := func(s string) []byte {
+		s = strings.NewReplacer(" ", "", "|", "").Replace(s)
+		b, err := hex.DecodeString(s)
+		if err != nil {
+			t.Fatalf("testdata: case %q: %v", c.name, err)
+		}
+		return b
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			t.Fatalf("testdata: bad line %q", line)
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "name":
+			cases = append(cases, frameCase{name: val})
+			c = &cases[len(cases)-1]
+		case "in":
+			c.in = unhex(val)
+		case "want":
+			c.want = val
+		case "out":
+			c.out = unhex(val)
+		default:
+			t.Fatalf("testdata: unknown key %q", key)
+		}
+	}
+	if len(cases) < 10 {
+		t.Fatalf("testdata: only %d cases", len(cases))
+	}
+	return cases
+}
+
+func TestFrames(t *testing.T) {
+	for _, c := range loadFrameCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFake()
+			r := newTestResponder(t, f)
+			r.handle(c.in)
+			sent := f.takeSent()
+			st := r.Stats()
+			switch c.want {
+			case "reply":
+				if len(sent) != 1 {
+					t.Fatalf("sent %d frames, want 1 reply", len(sent))
+				}
+				if !bytes.Equal(sent[0], c.out) {
+					t.Errorf("reply\n got %x\nwant %x", sent[0], c.out)
+				}
+				if st.Requests != 1 || st.Replies != 1 {
+					t.Errorf("stats %+v, want 1 request and 1 reply", st)
+				}
+			case "malformed":
+				if len(sent) != 0 || st.Malformed != 1 || st.Requests != 0 {
+					t.Errorf("sent %d, stats %+v: want nothing sent and 1 malformed", len(sent), st)
+				}
+			case "nothing":
+				if len(sent) != 0 || st != (Stats{}) {
+					t.Errorf("sent %d, stats %+v: want nothing at all", len(sent), st)
+				}
+			default:
+				v := verdictByName(t, c.want)
+				if len(sent) != 0 {
+					t.Errorf("sent %x, want nothing (%v)", sent, v)
+				}
+				if st.Requests != 1 || st.Ignored[v] != 1 || st.Replies != 0 {
+					t.Errorf("stats %+v, want 1 request ignored as %v", st, v)
+				}
+			}
+		})
+	}
+}
+
+func verdictByName(t testing.TB, name string) policy.Verdict {
+	for v := policy.Verdict(0); int(v) < policy.NumVerdicts; v++ {
+		if v.String() == name {
+			return v
+		}
+	}
+	t.Fatalf("testdata: unknown verdict %q", name)
+	return 0
+}
+
+// request builds the frame "who-has target tell sender", sent to dst.
+func request(senderMAC net.HardwareAddr, sender, target netip.Addr, dst net.HardwareAddr) []byte {
+	b := make([]byte, FrameLen)
+	copy(b[offEthDst:], dst)
+	copy(b[offEthSrc:], senderMAC)
+	binary.BigEndian.PutUint16(b[offEthType:], etherTypeARP)
+	binary.BigEndian.PutUint16(b[offHType:], hTypeEther)
+	binary.BigEndian.PutUint16(b[offPType:], pTypeIPv4)
+	b[offHLen], b[offPLen] = 6, 4
+	binary.BigEndian.PutUint16(b[offOp:], opRequest)
+	copy(b[offSHA:], senderMAC)
+	s4, t4 := sender.As4(), target.As4()
+	copy(b[offSPA:], s4[:])
+	copy(b[offTPA:], t4[:])
+	return b
+}
+
+func TestRequestHelperMatchesTestdata(t *testing.T) {
+	want := loadFrameCases(t)[0].in
+	got := request(net.HardwareAddr{0x02, 0, 0x0a, 0xf4, 0, 2}, netip.MustParseAddr("10.244.0.2"), gateway,
+		net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	if !bytes.Equal(got, want) {
+		t.Fatalf("request()\n got %x\nwant %x", got, want)
+	}
+}
+
+var (
+	podMAC    = net.HardwareAddr{0x02, 0, 0x0a, 0xf4, 0, 2}
+	podIP     = netip.MustParseAddr("10.244.0.2")
+	bcast     = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	gwRequest = request(podMAC, podIP, gateway, bcast)
+)
+
+func TestSetMACIsUsedInTheNextReply(t *testing.T) {
+	f := newFake()
+	r := newTestResponder(t, f)
+	newMAC := net.HardwareAddr{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
+	r.SetMAC(newMAC)
+	r.handle(gwRequest)
+	// A unicast re-probe to the old MAC is now for another host.
+	r.handle(request(podMAC, podIP, gateway, hostMAC))
+	r.handle(request(podMAC, podIP, gateway, newMAC))
+	sent := f.takeSent()
+	if len(sent) != 2 {
+		t.Fatalf("sent %d replies, want 2", len(sent))
+	}
+	for _, s := range sent {
+		if !bytes.Equal(s[offEthSrc:offEthSrc+6], newMAC) || !bytes.Equal(s[offSHA:offSHA+6], newMAC) {
+			t.Errorf("reply %x does not carry the new MAC %v", s, newMAC)
+		}
+	}
+	if got := r.Stats().Ignored[policy.NotForUs]; got != 1 {
+		t.Errorf("not-for-us = %d, want 1", got)
+	}
+	r.SetMAC(net.HardwareAddr{1, 2, 3}) // ignored
+	if !bytes.Equal(r.MAC(), newMAC) {
+		t.Errorf("MAC() = %v after a bad SetMAC, want %v", r.MAC(), newMAC)
+	}
+}
+
+func TestOverrideMAC(t *testing.T) {
+	f := newFake()
+	override := net.HardwareAddr{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
+	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Override: override, Policy: gwPolicy(t)})
+	r.handle(gwRequest)
+	r.handle(request(podMAC, podIP, gateway, override)) // unicast to the override
+	r.handle(request(podMAC, podIP, gateway, hostMAC))  // unicast to the device MAC
+	r.SetMAC(net.HardwareAddr{0x02, 0, 0, 0, 0, 9})     // the device MAC changes; the override stays
+	r.handle(gwRequest)
+	sent := f.takeSent()
+	if len(sent) != 4 {
+		t.Fatalf("sent %d replies, want 4", len(sent))
+	}
+	for _, s := range sent {
+		if !bytes.Equal(s[offSHA:offSHA+6], override) {
+			t.Errorf("reply %x does not carry the override MAC", s)
+		}
+	}
+}
+
+func TestSetPolicyAndOnLink(t *testing.T) {
+	f := newFake()
+	r := newTestResponder(t, f)
+	podB := netip.MustParseAddr("10.244.0.3")
+	r.handle(request(podMAC, podIP, podB, bcast))
+	p, err := policy.New([]netip.Addr{gateway}, []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetPolicy(p)
+	r.SetPolicy(nil) // ignored
+	r.handle(request(podMAC, podIP, podB, bcast))
+	r.SetOnLink([]netip.Prefix{netip.MustParsePrefix("10.244.0.3/32")})
+	r.handle(request(podMAC, podIP, podB, bcast))
+	st := r.Stats()
+	if st.Ignored[policy.NotTarget] != 1 || st.Replies != 1 || st.Ignored[policy.OwnAddress] != 1 {
+		t.Errorf("stats %+v: want one not-a-target, one reply, one own-address", st)
+	}
+}
+
+func TestSendErrorIsCounted(t *testing.T) {
+	f := newFake()
+	f.sendErr = syscall.ENOBUFS
+	r := newTestResponder(t, f)
+	r.handle(gwRequest)
+	if st := r.Stats(); st.SendErrors != 1 || st.Replies != 0 {
+		t.Errorf("stats %+v, want 1 send error", st)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	p := gwPolicy(t)
+	for _, cfg := range []Config{
+		{Index: 0, Name: "x", MAC: hostMAC, Policy: p},
+		{Index: 1, Name: "x", MAC: hostMAC},
+		{Index: 1, Name: "x", MAC: net.HardwareAddr{1, 2}, Policy: p},
+		{Index: 1, Name: "x", MAC: hostMAC, Override: net.HardwareAddr{1}, Policy: p},
+	} {
+		if _, err := Listen(cfg); err == nil || !strings.Contains(err.Error(), `"x"`) {
+			t.Errorf("Listen(%+v) error = %v, want one naming the interface", cfg, err)
+		}
+	}
+}
+
+func serve(t *testing.T, r *Responder, ctx context.Context) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	return done
+}
+
+func waitServe(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return within 5s")
+		return nil
+	}
+}
+
+func TestServeSurvivesBadFramesAndLinkDown(t *testing.T) {
+	f := newFake()
+	r := newTestResponder(t, f)
+	done := serve(t, r, context.Background())
+	f.in <- []byte{1, 2, 3}
+	f.in <- gwRequest
+	f.errs <- syscall.ENETDOWN // link down, then up again
+	f.in <- make([]byte, 100)
+	f.in <- gwRequest
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitServe(t, done); err != nil {
+		t.Fatalf("Serve = %v after Close, want nil", err)
+	}
+	st := r.Stats()
+	if st.Replies != 2 || st.Malformed != 2 || st.ReadErrors != 1 {
+		t.Errorf("stats %+v: want 2 replies, 2 malformed, 1 read error", st)
+	}
+}
+
+func TestServeStopsOnContext(t *testing.T) {
+	f := newFake()
+	r := newTestResponder(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(t, r, ctx)
+	f.in <- gwRequest
+	cancel()
+	if err := waitServe(t, done); err != nil {
+		t.Fatalf("Serve = %v after cancel, want nil", err)
+	}
+	for range 3 {
+		if err := r.Close(); err != nil {
+			t.Fatalf("Close after Serve ended: %v", err)
+		}
+	}
+	if f.closes != 1 {
+		t.Errorf("transport closed %d times, want once", f.closes)
+	}
+}
+
+func TestServeGivesUpOnPersistentErrors(t *testing.T) {
+	f := newFake()
+	r := newTestResponder(t, f)
+	done := serve(t, r, context.Background())
+	boom := errors.New("boom")
+	go func() {
+		for range maxReadErrors {
+			select {
+			case f.errs <- boom:
+			case <-f.closed:
+				return
+			}
+		}
+	}()
+	err := waitServe(t, done)
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "calitest") {
+		t.Fatalf("Serve = %v, want the socket error naming the interface", err)
+	}
+	_ = r.Close()
+}
+
+func TestHandleDoesNotAllocate(t *testing.T) {
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t),
+		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}})
+	for _, c := range loadFrameCases(t) {
+		if n := testing.AllocsPerRun(50, func() { r.handle(c.in) }); n != 0 {
+			t.Errorf("%s: %v allocs per frame", c.name, n)
+		}
+	}
+}
+
+type nopTransport struct{}
+
+func (nopTransport) receive(func([]byte)) error { return net.ErrClosed }
+func (nopTransport) send([]byte) error          { return nil }
+func (nopTransport) close() error               { return nil }
