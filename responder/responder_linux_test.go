@@ -3,7 +3,6 @@ package responder
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -11,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mdlayher/packet"
-	"golang.org/x/sys/unix"
-
+	"github.com/pxresp/pxresp/internal/arptest"
 	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/topo"
 	"github.com/pxresp/pxresp/policy"
@@ -23,80 +20,27 @@ import (
 // (internal/topo): a raw-socket client in a pod namespace asks, and either
 // the kernel's proxy_arp or a Responder in the host namespace answers.
 
-// client is an AF_PACKET socket on a pod's eth0, for sending hand-made
-// requests and reading the replies.
-type client struct {
-	c   *packet.Conn
-	mac net.HardwareAddr
-}
-
+// newClient opens a raw ARP client on pod p's eth0.
 func newClient(t *testing.T, p *topo.Pod) *client {
 	t.Helper()
-	var c *packet.Conn
-	err := p.NS.Do(func() error {
-		ifi, err := net.InterfaceByName(p.PodIf)
-		if err != nil {
-			return err
-		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
-		if err != nil {
-			return err
-		}
-		rc, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	})
+	c, err := arptest.Open(p.NS, p.PodIf)
 	if err != nil {
-		t.Fatalf("client on %s: %v", p.NS.Name, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &client{c: c, mac: p.MAC}
+	return &client{c}
 }
 
-// ask sends frame and returns the first ARP reply that arrives within wait,
-// or nil if none does.
+type client struct{ c *arptest.Client }
+
+// ask sends frame and returns the first ARP reply within wait, or nil.
 func (c *client) ask(t *testing.T, frame []byte, wait time.Duration) []byte {
 	t.Helper()
-	c.drain()
-	if _, err := c.c.WriteTo(frame, &packet.Addr{HardwareAddr: frame[offEthDst : offEthDst+6]}); err != nil {
-		t.Fatalf("send request: %v", err)
+	reply, err := c.c.Ask(frame, wait)
+	if err != nil {
+		t.Fatal(err)
 	}
-	deadline := time.Now().Add(wait)
-	buf := make([]byte, 1600)
-	for {
-		if err := c.c.SetReadDeadline(deadline); err != nil {
-			t.Fatal(err)
-		}
-		n, _, err := c.c.ReadFrom(buf)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil
-		}
-		if err != nil {
-			t.Fatalf("read reply: %v", err)
-		}
-		if n >= FrameLen && buf[offOp+1] == opReply {
-			return bytes.Clone(buf[:n])
-		}
-	}
-}
-
-// drain discards frames already queued (late replies of a previous case).
-func (c *client) drain() {
-	buf := make([]byte, 1600)
-	for range 100 {
-		_ = c.c.SetReadDeadline(time.Now().Add(time.Millisecond))
-		if _, _, err := c.c.ReadFrom(buf); err != nil {
-			return
-		}
-	}
+	return reply
 }
 
 // listenIn opens a Responder on the host side of pod p.
