@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/pxresp/pxresp/ifwatch"
+	"github.com/pxresp/pxresp/policy"
+	"github.com/pxresp/pxresp/responder"
+)
+
+// daemon keeps one responder per attached interface, driven by ifwatch
+// events. handle runs on the watcher's goroutine; closeAll after it.
+type daemon struct {
+	ctx      context.Context
+	policy   *policy.Policy
+	override net.HardwareAddr
+	log      *slog.Logger
+	listen   func(responder.Config) (server, error)
+
+	attached map[int]*attachment
+	wg       sync.WaitGroup
+}
+
+// server is what the daemon needs of a *responder.Responder.
+type server interface {
+	Serve(context.Context) error
+	Close() error
+	SetMAC(net.HardwareAddr)
+	SetOnLink([]netip.Prefix)
+	Stats() responder.Stats
+}
+
+type attachment struct {
+	srv  server
+	link ifwatch.Link
+	done chan struct{}
+}
+
+func newDaemon(ctx context.Context, p *policy.Policy, override net.HardwareAddr, log *slog.Logger) *daemon {
+	return &daemon{
+		ctx: ctx, policy: p, override: override, log: log,
+		listen:   func(c responder.Config) (server, error) { return responder.Listen(c) },
+		attached: make(map[int]*attachment),
+	}
+}
+
+func (d *daemon) handle(ev ifwatch.Event) {
+	l := ev.Link
+	switch ev.Kind {
+	case ifwatch.Attach:
+		d.attach(l)
+	case ifwatch.Update:
+		a, ok := d.attached[l.Index]
+		if !ok {
+			d.attach(l)
+			return
+		}
+		if l.MAC.String() != a.link.MAC.String() {
+			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
+			a.srv.SetMAC(l.MAC)
+		}
+		if l.Name != a.link.Name || l.Up != a.link.Up {
+			d.log.Info("link changed", "iface", l.Name, "ifindex", l.Index, "up", l.Up)
+		}
+		a.srv.SetOnLink(l.OnLink)
+		a.link = l
+	case ifwatch.Detach:
+		d.detach(l)
+	}
+}
+
+func (d *daemon) attach(l ifwatch.Link) {
+	if _, ok := d.attached[l.Index]; ok {
+		return
+	}
+	srv, err := d.listen(responder.Config{
+		Index: l.Index, Name: l.Name, MAC: l.MAC, Override: d.override,
+		Policy: d.policy, OnLink: l.OnLink, Logger: d.log,
+	})
+	if err != nil {
+		// The link may already be gone again; ifwatch will say so.
+		d.log.Error("attach failed", "iface", l.Name, "ifindex", l.Index, "err", err)
+		return
+	}
+	a := &attachment{srv: srv, link: l, done: make(chan struct{})}
+	d.attached[l.Index] = a
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer close(a.done)
+		if err := srv.Serve(d.ctx); err != nil {
+			d.log.Error("listener failed", "iface", l.Name, "ifindex", l.Index, "err", err)
+		}
+	}()
+	d.log.Info("attach", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String(), "up", l.Up)
+}
+
+func (d *daemon) detach(l ifwatch.Link) {
+	a, ok := d.attached[l.Index]
+	if !ok {
+		return
+	}
+	delete(d.attached, l.Index)
+	_ = a.srv.Close()
+	<-a.done
+	st := a.srv.Stats()
+	d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
+		"requests", st.Requests, "replies", st.Replies)
+}
+
+// run serves the interfaces w selects until the daemon's context is done,
+// then closes every listener and waits for them to end.
+func (d *daemon) run(w *ifwatch.Watcher) error {
+	err := w.Run(d.ctx, d.handle)
+	d.closeAll()
+	return err
+}
+
+// closeAll detaches every interface and waits for all listeners to end.
+func (d *daemon) closeAll() {
+	for _, a := range d.attached {
+		d.detach(a.link)
+	}
+	d.wg.Wait()
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path"
+	"strings"
+
+	"github.com/pxresp/pxresp/policy"
+)
+
+// options is the validated command line.
+type options struct {
+	ifaces    []string
+	gateways  []netip.Addr
+	targets   []netip.Prefix
+	mac       net.HardwareAddr
+	logLevel  slog.Level
+	logFormat string
+	version   bool
+}
+
+// usageError is bad input: the message names the flag, and the exit code is 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// listFlag is a repeatable flag; each value may also hold a comma-separated
+// list, which is how the PXRESP_* environment variables carry several.
+type listFlag struct {
+	vals  *[]string
+	check func(string) error
+}
+
+func (l listFlag) String() string {
+	if l.vals == nil {
+		return ""
+	}
+	return strings.Join(*l.vals, ",")
+}
+
+func (l listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			return errors.New("empty value")
+		}
+		if err := l.check(v); err != nil {
+			return err
+		}
+		*l.vals = append(*l.vals, v)
+	}
+	return nil
+}
+
+// envName is the environment variable that sets a flag: --log-level reads
+// PXRESP_LOG_LEVEL.
+func envName(flagName string) string {
+	return "PXRESP_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseFlags parses args, falling back to PXRESP_* environment variables
+// (read with getenv) for every flag not given on the command line.
+func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
+	var (
+		o                        options
+		ifaces, gws, targets     []string
+		mac, logLevel, logFormat string
+	)
+	fs := flag.NewFlagSet("pxresp", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var(listFlag{&ifaces, checkGlob}, "iface", "interface name `glob` to serve, e.g. 'cali*' (repeatable; required)")
+	fs.Var(listFlag{&gws, checkAddr}, "gw", "gateway IPv4 `address` to answer for, e.g. 169.254.1.1 (repeatable)")
+	fs.Var(listFlag{&targets, checkPrefix}, "target", "further IPv4 `address or CIDR` to answer for (repeatable)")
+	fs.StringVar(&mac, "mac", "", "answer with this `MAC` instead of the interface's own")
+	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", "text", "log `format`: text or json")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	// The flag package calls Usage on every parse error; pxresp prints a
+	// one-line error instead, and the usage text only for --help.
+	fs.Usage = func() {}
+	printUsage := func() {
+		fmt.Fprintf(usage, "Usage: pxresp --iface GLOB --gw ADDR [flags]\n\n"+
+			"Answers ARP requests for a gateway on matching interfaces, in place of the\n"+
+			"kernel's proxy_arp. Every flag can also be set with its PXRESP_* variable\n"+
+			"(comma-separated for repeatable flags); the command line wins.\n\n")
+		fs.SetOutput(usage)
+		fs.PrintDefaults()
+	}
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage()
+			return nil, err
+		}
+		return nil, usagef("%s", strings.Replace(err.Error(), "flag -", "flag --", 1))
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		v := getenv(envName(f.Name))
+		if set[f.Name] || v == "" || envErr != nil {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = usagef("invalid value %q for %s (flag --%s): %v", v, envName(f.Name), f.Name, err)
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if o.version {
+		return &o, nil
+	}
+
+	if len(ifaces) == 0 {
+		return nil, usagef("--iface is required: a glob of the interfaces to serve, such as 'cali*'")
+	}
+	if len(gws) == 0 && len(targets) == 0 {
+		return nil, usagef("--gw or --target is required: nothing to answer for")
+	}
+	o.ifaces = ifaces
+	for _, s := range gws {
+		o.gateways = append(o.gateways, netip.MustParseAddr(s)) // checked by checkAddr
+	}
+	for _, s := range targets {
+		p, _ := parsePrefix(s) // checked by checkPrefix
+		o.targets = append(o.targets, p)
+	}
+	if mac != "" {
+		m, err := net.ParseMAC(mac)
+		switch {
+		case err != nil:
+			return nil, usagef("invalid value %q for flag --mac: %v", mac, err)
+		case len(m) != 6:
+			return nil, usagef("invalid value %q for flag --mac: not a 6-byte Ethernet address", mac)
+		case m[0]&1 == 1 || m.String() == "00:00:00:00:00:00":
+			return nil, usagef("invalid value %q for flag --mac: not a unicast address", mac)
+		}
+		o.mac = m
+	}
+	if err := o.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return nil, usagef("invalid value %q for flag --log-level: want debug, info, warn or error", logLevel)
+	}
+	switch logFormat {
+	case "text", "json":
+		o.logFormat = logFormat
+	default:
+		return nil, usagef("invalid value %q for flag --log-format: want text or json", logFormat)
+	}
+	return &o, nil
+}
+
+func checkGlob(s string) error {
+	if _, err := path.Match(s, ""); err != nil {
+		return fmt.Errorf("bad glob: %v", err)
+	}
+	return nil
+}
+
+// checkAddr accepts what policy.New accepts as a gateway.
+func checkAddr(s string) error {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return errors.New("not an IPv4 address")
+	}
+	_, err = policy.New([]netip.Addr{a}, nil)
+	return err
+}
+
+// checkPrefix accepts what policy.New accepts as a target.
+func checkPrefix(s string) error {
+	p, err := parsePrefix(s)
+	if err != nil {
+		return err
+	}
+	_, err = policy.New(nil, []netip.Prefix{p})
+	return err
+}
+
+// parsePrefix accepts an IPv4 address (a /32) or an IPv4 CIDR prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return netip.Prefix{}, errors.New("not an IPv4 address or CIDR prefix")
+		}
+		return netip.PrefixFrom(a, 32), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, errors.New("not an IPv4 address or CIDR prefix")
+	}
+	return p, nil
+}

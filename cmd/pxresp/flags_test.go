@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--iface", "cali*", "--iface=tap?", "--gw", "169.254.1.1", "--target", "10.244.0.0/16",
+		"--target", "192.0.2.7", "--mac", "02:00:00:00:00:01", "--log-level", "debug", "--log-format", "json"}, env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.ifaces, " ") != "cali* tap?" || len(o.gateways) != 1 || o.gateways[0] != netip.MustParseAddr("169.254.1.1") {
+		t.Errorf("ifaces %v gateways %v", o.ifaces, o.gateways)
+	}
+	if len(o.targets) != 2 || o.targets[1] != netip.MustParsePrefix("192.0.2.7/32") {
+		t.Errorf("targets %v", o.targets)
+	}
+	if o.mac.String() != "02:00:00:00:00:01" || o.logLevel != slog.LevelDebug || o.logFormat != "json" {
+		t.Errorf("mac %v level %v format %v", o.mac, o.logLevel, o.logFormat)
+	}
+}
+
+func TestParseFlagsEnvironment(t *testing.T) {
+	e := env(map[string]string{
+		"PXRESP_IFACE":      "cali*,veth*",
+		"PXRESP_GW":         "169.254.1.1",
+		"PXRESP_LOG_LEVEL":  "warn",
+		"PXRESP_LOG_FORMAT": "json",
+	})
+	o, err := parseFlags(nil, e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.ifaces, " ") != "cali* veth*" || len(o.gateways) != 1 || o.logLevel != slog.LevelWarn || o.logFormat != "json" {
+		t.Errorf("from environment: %+v", o)
+	}
+	// The command line wins over the environment, flag by flag.
+	o, err = parseFlags([]string{"--iface", "tap*", "--log-level", "error"}, e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.ifaces, " ") != "tap*" || o.logLevel != slog.LevelError || len(o.gateways) != 1 {
+		t.Errorf("command line over environment: %+v", o)
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	base := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no iface", []string{"--gw", "169.254.1.1"}, nil, "--iface is required"},
+		{"nothing to answer", []string{"--iface", "cali*"}, nil, "--gw or --target is required"},
+		{"bad gw", []string{"--iface", "cali*", "--gw", "300.1.1.1"}, nil, `invalid value "300.1.1.1" for flag --gw`},
+		{"IPv6 gw", []string{"--iface", "cali*", "--gw", "fe80::1"}, nil, "flag --gw: not an IPv4 address"},
+		{"loopback gw", []string{"--iface", "cali*", "--gw", "127.0.0.1"}, nil, "flag --gw: gateway 127.0.0.1: not a unicast"},
+		{"empty gw", []string{"--iface", "cali*", "--gw", ""}, nil, "flag --gw: empty value"},
+		{"bad CIDR", append(base, "--target", "10.0.0.0/33"), nil, `invalid value "10.0.0.0/33" for flag --target`},
+		{"bad target", append(base, "--target", "nope"), nil, "flag --target: not an IPv4 address or CIDR prefix"},
+		{"multicast target", append(base, "--target", "224.0.0.1"), nil, "flag --target: target 224.0.0.1/32: not a unicast"},
+		{"bad glob", []string{"--iface", "cali[", "--gw", "169.254.1.1"}, nil, `invalid value "cali[" for flag --iface: bad glob`},
+		{"bad MAC", append(base, "--mac", "zz"), nil, `invalid value "zz" for flag --mac`},
+		{"long MAC", append(base, "--mac", "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01"), nil, "flag --mac: not a 6-byte"},
+		{"multicast MAC", append(base, "--mac", "01:00:5e:00:00:01"), nil, "flag --mac: not a unicast"},
+		{"zero MAC", append(base, "--mac", "00:00:00:00:00:00"), nil, "flag --mac: not a unicast"},
+		{"bad log level", append(base, "--log-level", "loud"), nil, "flag --log-level"},
+		{"bad log format", append(base, "--log-format", "xml"), nil, "flag --log-format"},
+		{"unknown flag", append(base, "--bogus"), nil, "flag provided but not defined: -bogus"},
+		{"stray argument", append(base, "extra"), nil, `unexpected argument "extra"`},
+		{"bad env", []string{"--iface", "cali*"}, map[string]string{"PXRESP_GW": "x"}, `invalid value "x" for PXRESP_GW (flag --gw)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseFlags(tt.args, env(tt.env), nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want one containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, env(tt.env), &stdout, &stderr); code != 2 {
+				t.Errorf("exit code %d, want 2 (stderr %q)", code, stderr.String())
+			}
+			if !strings.HasPrefix(stderr.String(), "pxresp: ") || strings.Count(stderr.String(), "\n") != 1 {
+				t.Errorf("stderr %q, want one line starting with pxresp:", stderr.String())
+			}
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--version"}, env(nil), &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "pxresp ") {
+		t.Errorf("--version: code %d, stdout %q", code, stdout.String())
+	}
+	stdout.Reset()
+	if code := run([]string{"--help"}, env(nil), &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "--iface") && !strings.Contains(stderr.String(), "-iface") {
+		t.Errorf("--help: code %d, stderr %q", code, stderr.String())
+	}
+}
