@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -18,9 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/arptest"
 	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/policy"
+	"github.com/pxresp/pxresp/responder"
 )
 
 // End-to-end tests: the built pxresp binary runs in the host namespace of a
@@ -394,4 +398,115 @@ func TestInterfaceLifecycle(t *testing.T) {
 		t.Errorf("pxresp has %d fds after the veth was deleted, %d before it was created", n, fds)
 	}
 	p.stop(t)
+}
+
+// TestDaemonLeavesNothingBehind runs the daemon in-process against the test
+// namespace and checks that a deleted veth's listener leaves no goroutine
+// and no fd behind, and that shutdown leaves none at all.
+func TestDaemonLeavesNothingBehind(t *testing.T) {
+	tp := newTopo(t, 1)
+	ctx := context.Background()
+	h, err := tp.Host.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	baseG := runtime.NumGoroutine()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pol, err := policy.New([]netip.Addr{topo.Gateway}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDaemon(runCtx, pol, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d.listen = func(c responder.Config) (server, error) {
+		var r *responder.Responder
+		err := tp.Host.Do(func() (err error) {
+			r, err = responder.Listen(c)
+			return err
+		})
+		return r, err
+	}
+	w, err := ifwatch.New(ifwatch.Config{Globs: []string{"cali*"}, Namespace: &h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan ifwatch.Event, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Run(runCtx, func(ev ifwatch.Event) {
+			d.handle(ev)
+			events <- ev
+		})
+		d.closeAll()
+	}()
+	waitEvent := func(kind ifwatch.Kind, name string) {
+		t.Helper()
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if ev.Kind == kind && ev.Link.Name == name {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %v event for %s within 5s", kind, name)
+			}
+		}
+	}
+	waitEvent(ifwatch.Attach, tp.Pods[0].HostIf)
+	oneG, oneFD := runtime.NumGoroutine(), openFDs(t)
+
+	pod, err := tp.AddPod(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(ifwatch.Attach, pod.HostIf)
+	c := client(t, pod)
+	if r := ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
+		t.Fatal("in-process daemon did not answer")
+	}
+	c.Close()
+	if err := tp.DelPod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(ifwatch.Detach, pod.HostIf)
+	waitGoroutines(t, oneG)
+	if n := openFDs(t); n != oneFD {
+		t.Errorf("%d fds after the veth was deleted, %d before it was created", n, oneFD)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("watcher: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("watcher did not stop within 5s")
+	}
+	waitGoroutines(t, baseG)
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// waitGoroutines waits (at most 5 s) for the goroutine count to drop to want.
+func waitGoroutines(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines, want %d:\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
