@@ -120,3 +120,17 @@ func (p *packetConn) close() error {
 	p.closing.Store(true)
 	return p.c.Close()
 }
+
+// CheckPermission opens and closes an unbound AF_PACKET socket, so that a
+// daemon without CAP_NET_RAW fails at start with a clear error rather than
+// on every interface it attaches.
+func CheckPermission() error {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return fmt.Errorf("cannot open an AF_PACKET socket (%v): pxresp needs CAP_NET_RAW", err)
+		}
+		return fmt.Errorf("cannot open an AF_PACKET socket: %w", err)
+	}
+	return unix.Close(fd)
+}

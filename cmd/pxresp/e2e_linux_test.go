@@ -43,6 +43,10 @@ func pxrespBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "pxresp-e2e")
+		if err == nil {
+			// Tests run the binary as an unprivileged user too.
+			err = os.Chmod(dir, 0o755)
+		}
 		if err != nil {
 			buildErr = err
 			return
@@ -80,7 +84,15 @@ type proc struct {
 // startPxresp runs pxresp in tp's host namespace; the test stops it.
 func startPxresp(t *testing.T, tp *topo.Topology, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", tp.Host.Name, pxrespBinary(t)}, args...)...)
+	return startPxrespAs(t, tp, nil, args...)
+}
+
+// startPxrespAs runs pxresp under the wrapper command (setpriv, say).
+func startPxrespAs(t *testing.T, tp *topo.Topology, wrapper []string, args ...string) *proc {
+	t.Helper()
+	argv := append([]string{"netns", "exec", tp.Host.Name}, wrapper...)
+	argv = append(argv, pxrespBinary(t))
+	cmd := exec.Command("ip", append(argv, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -508,5 +520,42 @@ func waitGoroutines(t *testing.T, want int) {
 			t.Fatalf("%d goroutines, want %d:\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCapabilities: as an unprivileged user holding only CAP_NET_RAW,
+// pxresp serves; with no capability at all it exits 1 at once, naming
+// CAP_NET_RAW.
+func TestCapabilities(t *testing.T) {
+	tp := newTopo(t, 1)
+	pod := tp.Pods[0]
+	asNobody := []string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"}
+	netRawOnly := append(asNobody, "--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw")
+	noCaps := append(asNobody, "--inh-caps", "-all", "--bounding-set", "-all")
+	args := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
+
+	p := startPxrespAs(t, tp, netRawOnly, args...)
+	p.waitLog(t, "msg=attach", 1)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Uid:\t65534", "CapEff:\t0000000000002000"} {
+		if !strings.Contains(string(status), want) {
+			t.Fatalf("pxresp is not running as nobody with CAP_NET_RAW only (%q missing):\n%s", want, status)
+		}
+	}
+	c := client(t, pod)
+	if r := ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
+		t.Error("no reply from pxresp holding only CAP_NET_RAW")
+	}
+	p.stop(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append(append([]string{"netns", "exec", tp.Host.Name}, noCaps...), append([]string{pxrespBinary(t)}, args...)...)...)
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "needs CAP_NET_RAW") {
+		t.Errorf("without capabilities: exit %d (%v), output %q; want exit 1 naming CAP_NET_RAW", code, err, out)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/policy"
+	"github.com/pxresp/pxresp/responder"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -80,6 +81,9 @@ func serve(ctx context.Context, opts *options, log *slog.Logger) error {
 	}
 	w, err := ifwatch.New(ifwatch.Config{Globs: opts.ifaces, Logger: log})
 	if err != nil {
+		return err
+	}
+	if err := responder.CheckPermission(); err != nil {
 		return err
 	}
 	log.Info("start", "version", buildVersion(), "iface", opts.ifaces, "gw", opts.gateways,
