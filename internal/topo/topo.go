@@ -1,20 +1,25 @@
 // Package topo builds the reference topology of shared/topology.md — a
 // Calico-style node — out of network namespaces, for tests, the demo and
-// benchmarks:
+// benchmarks. With prefix P (see NewPrefix):
 //
-//	pod netns (PREFIX"pod0")          host netns (PREFIX"host")               sink netns (PREFIX"sink")
-//	eth0 10.244.0.2/32   <veth>   cali<11 hex> ee:ee:ee:ee:ee:ee, no IP
-//	  169.254.1.1 dev eth0 scope link   10.244.0.2 dev caliX scope link
-//	  default via 169.254.1.1           up0 198.18.0.1/24     <veth>      eth0 198.18.0.2/24
-//	                                    default via 198.18.0.2            10.244.0.0/16 via 198.18.0.1
+//	netns Ppod0                       netns Phost                          netns Psink
+//	eth0 10.244.0.2/32  <--veth-->  cali2c7032f0518 ee:ee:ee:ee:ee:ee
+//	                                  (no address)
+//	169.254.1.1 dev eth0 scope link   10.244.0.2 dev cali2c7032f0518 scope link
+//	default via 169.254.1.1 dev eth0  up0 198.18.0.1/24  <--veth-->  eth0 198.18.0.2/24
+//	                                  default via 198.18.0.2          10.244.0.0/16 via 198.18.0.1
+//	netns Ppod1 ... (10.244.0.3)      10.244.0.3 dev caliabaa07686c4 scope link
 //
 // Everything is made with the `ip` command (iproute2) and `sysctl` (procps),
 // inside namespaces whose names start with a unique prefix; nothing touches
 // the root namespace. The host namespace has forwarding on (ip_forward and
 // conf/{all,default}/forwarding), proxy_arp off on all, default and every
 // cali interface, and rp_filter 0 on all and default (so on every interface
-// made later), so the kernel's proxy ARP, when a test turns it on with
-// SetKernelProxyARP, answers exactly as topology.md describes.
+// made later: a cali interface has no address, and with rp_filter 1 or 2
+// the kernel's proxy ARP would also hinge on the pod's /32 route; a test
+// that wants that can set it with Host.Sysctl). The kernel's proxy ARP,
+// when a test turns it on with SetKernelProxyARP, then answers exactly as
+// topology.md describes.
 //
 // All of it needs root; see internal/privtest.
 package topo
