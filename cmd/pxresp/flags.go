@@ -109,6 +109,9 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return // an action, not a setting: PXRESP_VERSION is left alone
+		}
 		v := getenv(envName(f.Name))
 		if set[f.Name] || v == "" || envErr != nil {
 			return

@@ -35,12 +35,13 @@ func TestParseFlagsEnvironment(t *testing.T) {
 		"PXRESP_GW":         "169.254.1.1",
 		"PXRESP_LOG_LEVEL":  "warn",
 		"PXRESP_LOG_FORMAT": "json",
+		"PXRESP_VERSION":    "v1.2.3", // not a setting: must not turn the daemon into --version
 	})
 	o, err := parseFlags(nil, e, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(o.ifaces, " ") != "cali* veth*" || len(o.gateways) != 1 || o.logLevel != slog.LevelWarn || o.logFormat != "json" {
+	if strings.Join(o.ifaces, " ") != "cali* veth*" || len(o.gateways) != 1 || o.logLevel != slog.LevelWarn || o.logFormat != "json" || o.version {
 		t.Errorf("from environment: %+v", o)
 	}
 	// The command line wins over the environment, flag by flag.
