@@ -38,7 +38,8 @@ var (
 	buildErr  error
 )
 
-// pxresp builds the binary once per test run.
+// pxrespBinary builds the binary once per test run, with the go command
+// that runs the test (go test puts its GOROOT/bin first in PATH).
 func pxrespBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -52,7 +53,7 @@ func pxrespBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "pxresp")
-		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binPath, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
