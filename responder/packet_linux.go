@@ -86,17 +86,37 @@ func (p *packetConn) readAll(fd uintptr) bool {
 	return true
 }
 
-func (p *packetConn) receive(handle func([]byte)) error {
-	p.handle, p.readErr = handle, nil
-	err := p.rc.Read(p.readFn)
-	p.handle = nil
-	if p.closing.Load() {
-		return net.ErrClosed
+// maxErrors bounds how many socket errors in a row, with no frame between
+// them, receive tolerates. A link going down queues one ENETDOWN, so a
+// healthy socket never comes close; the bound only keeps a broken one from
+// spinning.
+const maxErrors = 64
+
+func (p *packetConn) receive(handle func([]byte), onErr func(error)) error {
+	frames := 0
+	p.handle = func(b []byte) {
+		frames++
+		handle(b)
 	}
-	if err != nil {
-		return err
+	defer func() { p.handle = nil }()
+	for errs := 0; ; {
+		p.readErr = nil
+		before := frames
+		err := p.rc.Read(p.readFn)
+		if p.closing.Load() {
+			return net.ErrClosed
+		}
+		if err != nil {
+			return err
+		}
+		if frames != before {
+			errs = 0
+		}
+		if errs++; errs >= maxErrors {
+			return fmt.Errorf("giving up after %d socket errors in a row: %w", errs, p.readErr)
+		}
+		onErr(p.readErr)
 	}
-	return p.readErr
 }
 
 func (p *packetConn) writeOne(fd uintptr) bool {

@@ -107,11 +107,11 @@ type Responder struct {
 
 // transport moves frames for one interface.
 type transport interface {
-	// receive blocks until frames arrive and calls handle for each one.
-	// It returns net.ErrClosed once the transport is closed, and other
-	// errors (ENETDOWN) as they happen; it may be called again after them.
-	// The frame passed to handle is valid only during the call.
-	receive(handle func(frame []byte)) error
+	// receive calls handle for each frame and onErr for each socket error
+	// (ENETDOWN, say) until the transport is closed; then it returns
+	// net.ErrClosed. handle and onErr are never called concurrently. The
+	// frame passed to handle is valid only during the call.
+	receive(handle func(frame []byte), onErr func(error)) error
 	// send transmits one frame.
 	send(frame []byte) error
 	close() error
@@ -230,43 +230,28 @@ func (r *Responder) Stats() Stats {
 	return s
 }
 
-// maxReadErrors bounds how many socket errors in a row, with no frame
-// between them, Serve tolerates before giving up. Link down/up produces one
-// ENETDOWN each time, so a healthy socket never comes close.
-const maxReadErrors = 64
-
 // Serve reads and answers requests until Close is called or ctx is done,
-// and then returns nil. It returns an error only if the socket fails
-// persistently. Serve must not be called more than once.
+// and then returns nil. Socket errors (ENETDOWN while the link is down) are
+// counted and do not end it. Serve must not be called more than once.
 func (r *Responder) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = r.Close() })
 	defer stop()
-	handle := r.handle
-	errs := 0
-	for {
-		before := r.requests.Load() + r.malformed.Load()
-		err := r.t.receive(handle)
-		if r.closed.Load() || errors.Is(err, net.ErrClosed) {
-			return nil
-		}
-		if err == nil {
-			continue
-		}
-		r.readErrors.Add(1)
-		if r.requests.Load()+r.malformed.Load() != before {
-			errs = 0
-		}
-		errs++
-		if errs >= maxReadErrors {
-			return fmt.Errorf("%s: giving up after %d socket errors in a row: %w", r.name, errs, err)
-		}
-		if errors.Is(err, syscall.ENETDOWN) {
-			// The link went down; the socket serves again once it is up.
-			r.log.Debug("link down", "err", err)
-			continue
-		}
-		r.log.Warn("socket read error", "err", err)
+	err := r.t.receive(r.handle, r.readError)
+	if r.closed.Load() || errors.Is(err, net.ErrClosed) {
+		return nil
 	}
+	return fmt.Errorf("%s: %w", r.name, err)
+}
+
+// readError counts a socket error. It runs where handle runs.
+func (r *Responder) readError(err error) {
+	r.readErrors.Add(1)
+	if errors.Is(err, syscall.ENETDOWN) {
+		// The link went down; the socket serves again once it is up.
+		r.log.Debug("link down", "err", err)
+		return
+	}
+	r.log.Warn("socket read error", "err", err)
 }
 
 // handle processes one frame. It runs on the Serve goroutine only.

@@ -24,10 +24,12 @@ var (
 	gateway = netip.MustParseAddr("169.254.1.1")
 )
 
-// fakeTransport feeds frames from a channel and records what is sent.
+// fakeTransport feeds frames and socket errors from channels, fails when
+// told to, and records what is sent.
 type fakeTransport struct {
 	in      chan []byte
-	errs    chan error
+	errs    chan error // reported through onErr
+	fail    chan error // returned by receive
 	sendErr error
 
 	mu     sync.Mutex
@@ -38,15 +40,17 @@ type fakeTransport struct {
 }
 
 func newFake() *fakeTransport {
-	return &fakeTransport{in: make(chan []byte), errs: make(chan error), closed: make(chan struct{})}
+	return &fakeTransport{in: make(chan []byte), errs: make(chan error), fail: make(chan error), closed: make(chan struct{})}
 }
 
-func (f *fakeTransport) receive(handle func([]byte)) error {
+func (f *fakeTransport) receive(handle func([]byte), onErr func(error)) error {
 	for {
 		select {
 		case fr := <-f.in:
 			handle(fr)
 		case err := <-f.errs:
+			onErr(err)
+		case err := <-f.fail:
 			return err
 		case <-f.closed:
 			return net.ErrClosed
@@ -383,20 +387,12 @@ func TestServeStopsOnContext(t *testing.T) {
 	}
 }
 
-func TestServeGivesUpOnPersistentErrors(t *testing.T) {
+func TestServeReturnsTransportFailure(t *testing.T) {
 	f := newFake()
 	r := newTestResponder(t, f)
 	done := serve(t, r, context.Background())
 	boom := errors.New("boom")
-	go func() {
-		for range maxReadErrors {
-			select {
-			case f.errs <- boom:
-			case <-f.closed:
-				return
-			}
-		}
-	}()
+	f.fail <- boom
 	err := waitServe(t, done)
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "calitest") {
 		t.Fatalf("Serve = %v, want the socket error naming the interface", err)
@@ -416,6 +412,6 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 
 type nopTransport struct{}
 
-func (nopTransport) receive(func([]byte)) error { return net.ErrClosed }
-func (nopTransport) send([]byte) error          { return nil }
-func (nopTransport) close() error               { return nil }
+func (nopTransport) receive(func([]byte), func(error)) error { return net.ErrClosed }
+func (nopTransport) send([]byte) error                       { return nil }
+func (nopTransport) close() error                            { return nil }
