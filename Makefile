@@ -30,6 +30,8 @@ build:
 
 test:
 	$(GO) test $(TESTFLAGS) ./...
+	@echo "micro-benchmarks, short mode (they must keep compiling and running):"
+	$(GO) test -run '^$$' -bench . -benchtime 200x -benchmem ./responder
 
 lint: staticcheck
 	@out=$$(gofmt -l .); \
