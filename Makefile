@@ -22,7 +22,7 @@ STATICCHECK         := $(GOBIN)/staticcheck
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
 .DEFAULT_GOAL := build
-.PHONY: build test lint staticcheck demo clean bench
+.PHONY: build test fuzz lint staticcheck demo clean bench
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pxresp ./cmd/pxresp
@@ -32,6 +32,18 @@ test:
 	$(GO) test $(TESTFLAGS) ./...
 	@echo "micro-benchmarks, short mode (they must keep compiling and running):"
 	$(GO) test -run '^$$' -bench . -benchtime 200x -benchmem ./responder
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+# Each fuzz target for FUZZTIME (make test runs them for 10s; longer runs:
+# make fuzz FUZZTIME=10m). New interesting inputs land in
+# responder/testdata/fuzz/, the committed seed corpus.
+FUZZTIME ?= 1m
+FUZZ_TARGETS := FuzzDecode FuzzReply
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzzing $$f for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./responder || exit 1; \
+	done
 
 lint: staticcheck
 	@out=$$(gofmt -l .); \
