@@ -11,6 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// rcvBuf is the socket receive buffer pxresp asks for: about 5000 queued ARP
+// frames (each costs ~800 bytes of skb truesize), 50 ms of a 100k/s flood,
+// where the default (net.core.rmem_default, usually 208 KiB) holds ~270. It
+// is a limit, not an allocation. Setting it above net.core.rmem_max needs
+// SO_RCVBUFFORCE and CAP_NET_ADMIN; with CAP_NET_RAW alone the default stays.
+const rcvBuf = 4 << 20
+
 // readBufLen is larger than any Ethernet frame on a standard-MTU link; a
 // longer frame is truncated to it, which cannot turn it into a valid request
 // it was not already.
@@ -61,6 +68,10 @@ func listenPacket(index int, name string, acceptOtherHost bool) (*packetConn, er
 		_ = c.Close()
 		return nil, fmt.Errorf("set PACKET_IGNORE_OUTGOING: %w", errors.Join(err, serr))
 	}
+	_ = rc.Control(func(fd uintptr) {
+		// Best effort; see rcvBuf.
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf)
+	})
 	p := &packetConn{c: c, rc: rc, buf: make([]byte, readBufLen)}
 	p.readFn = p.readAll
 	p.writeFn = p.writeOne
