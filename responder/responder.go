@@ -8,6 +8,11 @@
 // kernel's proxy_arp would send: unicast to the requester, from the
 // interface's current MAC.
 //
+// Replies are rate limited per interface (Config.RateLimit), so that a pod
+// flooding requests gets a bounded number of answers and costs a bounded
+// amount of work to send them; a request over the limit is counted, not
+// answered.
+//
 // The hot path does not allocate, takes no locks and logs only at debug
 // level. A bad frame is dropped and counted; it never ends Serve.
 package responder
@@ -48,6 +53,16 @@ type Config struct {
 	// Logger receives per-frame debug records and warnings; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// RateLimit caps the replies sent on this interface, in replies per
+	// second (a token bucket); 0 or less means no limit. A request the
+	// policy would answer while the bucket is empty is counted in
+	// Stats.RateLimited and not answered. pxresp passes
+	// DefaultRateLimit unless told otherwise.
+	RateLimit int
+	// RateBurst is how many replies may go out at once after a quiet
+	// spell; 0 means a tenth of a second's worth of RateLimit, at least
+	// 10. It is ignored without a RateLimit.
+	RateBurst int
 }
 
 // Stats are a Responder's counters since it was created.
@@ -67,6 +82,10 @@ type Stats struct {
 	// ReadErrors counts errors from the socket other than Close, such as
 	// ENETDOWN when the link goes down.
 	ReadErrors uint64
+	// RateLimited counts requests the policy would have answered that
+	// were not, because the interface's rate limit was reached. They are
+	// counted in Requests too.
+	RateLimited uint64
 }
 
 // state is what the hot path reads: swapped as a whole, read with one atomic
@@ -100,9 +119,10 @@ type Responder struct {
 	req   arpRequest
 	preq  policy.Request
 	reply [FrameLen]byte
+	limit rateLimiter
 
-	requests, replies, malformed, sendErrors, readErrors atomic.Uint64
-	ignored                                              [policy.NumVerdicts]atomic.Uint64
+	requests, replies, malformed, sendErrors, readErrors, rateLimited atomic.Uint64
+	ignored                                                           [policy.NumVerdicts]atomic.Uint64
 }
 
 // transport moves frames for one interface.
@@ -157,6 +177,7 @@ func newResponder(t transport, cfg Config) *Responder {
 		t:     t,
 		log:   log,
 		debug: log.Enabled(context.Background(), slog.LevelDebug),
+		limit: newRateLimiter(cfg.RateLimit, cfg.RateBurst, monotonicNow),
 	}
 	s := &state{policy: cfg.Policy, onLink: slices.Clone(cfg.OnLink)}
 	copy(s.mac[:], cfg.MAC)
@@ -218,11 +239,12 @@ func (r *Responder) MAC() net.HardwareAddr {
 // Stats returns a snapshot of the counters. It is safe to call at any time.
 func (r *Responder) Stats() Stats {
 	s := Stats{
-		Requests:   r.requests.Load(),
-		Replies:    r.replies.Load(),
-		Malformed:  r.malformed.Load(),
-		SendErrors: r.sendErrors.Load(),
-		ReadErrors: r.readErrors.Load(),
+		Requests:    r.requests.Load(),
+		Replies:     r.replies.Load(),
+		Malformed:   r.malformed.Load(),
+		SendErrors:  r.sendErrors.Load(),
+		ReadErrors:  r.readErrors.Load(),
+		RateLimited: r.rateLimited.Load(),
 	}
 	for i := range r.ignored {
 		s.Ignored[i] = r.ignored[i].Load()
@@ -289,6 +311,15 @@ func (r *Responder) handle(frame []byte) {
 		r.ignored[v].Add(1)
 		if r.debug {
 			r.log.Debug("ignored", "verdict", v, "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+		}
+		return
+	}
+	// Replies are limited, not reads: a request that would not be
+	// answered costs no token.
+	if !r.limit.allow() {
+		r.rateLimited.Add(1)
+		if r.debug {
+			r.log.Debug("rate limited", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
 		}
 		return
 	}

@@ -20,6 +20,9 @@ type daemon struct {
 	override net.HardwareAddr
 	log      *slog.Logger
 	listen   func(responder.Config) (server, error)
+	// rateLimit is each responder's limit in replies per second (0: none);
+	// newDaemon sets responder.DefaultRateLimit.
+	rateLimit int
 
 	attached map[int]*attachment
 	wg       sync.WaitGroup
@@ -42,7 +45,7 @@ type attachment struct {
 
 func newDaemon(ctx context.Context, p *policy.Policy, override net.HardwareAddr, log *slog.Logger) *daemon {
 	return &daemon{
-		ctx: ctx, policy: p, override: override, log: log,
+		ctx: ctx, policy: p, override: override, log: log, rateLimit: responder.DefaultRateLimit,
 		listen:   func(c responder.Config) (server, error) { return responder.Listen(c) },
 		attached: make(map[int]*attachment),
 	}
@@ -79,7 +82,7 @@ func (d *daemon) attach(l ifwatch.Link) {
 	}
 	srv, err := d.listen(responder.Config{
 		Index: l.Index, Name: l.Name, MAC: l.MAC, Override: d.override,
-		Policy: d.policy, OnLink: l.OnLink, Logger: d.log,
+		Policy: d.policy, OnLink: l.OnLink, Logger: d.log, RateLimit: d.rateLimit,
 	})
 	if err != nil {
 		// The link may already be gone again; ifwatch will say so.
@@ -109,7 +112,7 @@ func (d *daemon) detach(l ifwatch.Link) {
 	<-a.done
 	st := a.srv.Stats()
 	d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
-		"requests", st.Requests, "replies", st.Replies)
+		"requests", st.Requests, "replies", st.Replies, "rate_limited", st.RateLimited)
 }
 
 // run serves the interfaces w selects until the daemon's context is done,

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/pxresp/pxresp/policy"
+	"github.com/pxresp/pxresp/responder"
 )
 
 // options is the validated command line.
@@ -22,6 +24,7 @@ type options struct {
 	mac       net.HardwareAddr
 	logLevel  slog.Level
 	logFormat string
+	rateLimit int // replies per second per interface; 0: no limit
 	version   bool
 }
 
@@ -82,6 +85,8 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 	fs.StringVar(&mac, "mac", "", "answer with this `MAC` instead of the interface's own")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "log `format`: text or json")
+	o.rateLimit = responder.DefaultRateLimit
+	fs.Var((*rateFlag)(&o.rateLimit), "rate-limit", "at most `N` replies per second on each interface; 0 for no limit")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	// The flag package calls Usage on every parse error; pxresp prints a
 	// one-line error instead, and the usage text only for --help.
@@ -163,6 +168,20 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 		return nil, usagef("invalid value %q for flag --log-format: want text or json", logFormat)
 	}
 	return &o, nil
+}
+
+// rateFlag is --rate-limit: a whole number of replies per second, 0 or more.
+type rateFlag int
+
+func (r *rateFlag) String() string { return strconv.Itoa(int(*r)) }
+
+func (r *rateFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return errors.New("want a whole number of replies per second, 0 for no limit")
+	}
+	*r = rateFlag(n)
+	return nil
 }
 
 func checkGlob(s string) error {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/pxresp/pxresp/responder"
 )
 
 func env(m map[string]string) func(string) string {
@@ -81,6 +83,11 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"unknown flag", append(base, "--bogus"), nil, "flag provided but not defined: -bogus"},
 		{"stray argument", append(base, "extra"), nil, `unexpected argument "extra"`},
 		{"bad env", []string{"--iface", "cali*"}, map[string]string{"PXRESP_GW": "x"}, `invalid value "x" for PXRESP_GW (flag --gw)`},
+		{"negative rate limit", append(base, "--rate-limit", "-1"), nil, `invalid value "-1" for flag --rate-limit: want a whole number`},
+		{"fractional rate limit", append(base, "--rate-limit=2.5"), nil, `invalid value "2.5" for flag --rate-limit`},
+		{"rate limit out of range", append(base, "--rate-limit", "99999999999999999999"), nil, "flag --rate-limit"},
+		{"empty rate limit", append(base, "--rate-limit="), nil, `invalid value "" for flag --rate-limit`},
+		{"bad rate limit env", base, map[string]string{"PXRESP_RATE_LIMIT": "-5"}, `invalid value "-5" for PXRESP_RATE_LIMIT (flag --rate-limit)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,6 +106,36 @@ func TestParseFlagsErrors(t *testing.T) {
 				t.Errorf("stderr %q, want one line starting with pxresp:", stderr.String())
 			}
 		})
+	}
+}
+
+func TestParseFlagsRateLimit(t *testing.T) {
+	base := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"default", base, nil, responder.DefaultRateLimit},
+		{"flag", append(base, "--rate-limit", "200"), nil, 200},
+		{"zero disables", append(base, "--rate-limit=0"), nil, 0},
+		{"environment", base, map[string]string{"PXRESP_RATE_LIMIT": "50"}, 50},
+		{"environment zero", base, map[string]string{"PXRESP_RATE_LIMIT": "0"}, 0},
+		{"flag over environment", append(base, "--rate-limit", "7"), map[string]string{"PXRESP_RATE_LIMIT": "50"}, 7},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args, env(tt.env), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.rateLimit != tt.want {
+				t.Errorf("rate limit %d, want %d", o.rateLimit, tt.want)
+			}
+		})
+	}
+	if responder.DefaultRateLimit != 1000 {
+		t.Errorf("default rate limit %d: README says 1000", responder.DefaultRateLimit)
 	}
 }
 

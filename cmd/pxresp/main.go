@@ -87,8 +87,9 @@ func serve(ctx context.Context, opts *options, log *slog.Logger) error {
 		return err
 	}
 	log.Info("start", "version", buildVersion(), "iface", opts.ifaces, "gw", opts.gateways,
-		"target", opts.targets, "mac", opts.mac.String())
+		"target", opts.targets, "mac", opts.mac.String(), "rate_limit", opts.rateLimit)
 	d := newDaemon(ctx, pol, opts.mac, log)
+	d.rateLimit = opts.rateLimit
 	if err := d.run(w); err != nil {
 		return fmt.Errorf("interface watcher: %w", err)
 	}
