@@ -117,9 +117,11 @@ var launcher = sync.OnceValue(func() chan func() {
 })
 
 // startPxresp starts pxresp in the host namespace, pinned to CPU 0 with
-// taskset when pinned.
+// taskset when pinned. Its per-interface reply limit is off: the kernel has
+// none, and the floods measure how fast pxresp can answer, not the limit.
 func startPxresp(bin string, host *topo.NS, pinned bool, level string) (*pxProc, error) {
-	args := []string{"ip", "netns", "exec", host.Name, bin, "--iface", "cali*", "--gw", topo.Gateway.String(), "--log-level", level}
+	args := []string{"ip", "netns", "exec", host.Name, bin, "--iface", "cali*", "--gw", topo.Gateway.String(),
+		"--rate-limit", "0", "--log-level", level}
 	if pinned {
 		args = append([]string{"taskset", "-c", "0"}, args...)
 	}

@@ -308,7 +308,7 @@ func renderMarkdown(r *Results) string {
 	}
 	w.WriteString(".\n\n")
 	fmt.Fprintf(&w, "Responders: **K0** = kernel proxy_arp, proxy_delay=0 (Calico); **Kd** = kernel proxy_arp, default proxy_delay (%d = %s max random delay for broadcast requests); **P** = pxresp (`%s`), kernel proxy_arp off. Only one is active at any time. ",
-		m.ProxyDelay, fmtDur(int64(m.ProxyDelay)*int64(10*time.Millisecond)), "ip netns exec HOST bin/pxresp --iface 'cali*' --gw 169.254.1.1 --log-level warn")
+		m.ProxyDelay, fmtDur(int64(m.ProxyDelay)*int64(10*time.Millisecond)), "ip netns exec HOST bin/pxresp --iface 'cali*' --gw 169.254.1.1 --rate-limit 0 --log-level warn")
 	w.WriteString("Round trip = request sent → reply read, by an AF_PACKET client in the pod namespace, one request outstanding, blocking read. ")
 	w.WriteString("**pinned** = client thread and pxresp on CPU 0 (`sched_setaffinity`, `taskset -c 0`; the kernel answers in softirq on the sender's CPU); **unpinned** = no affinity.\n\n")
 
