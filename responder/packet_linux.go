@@ -46,8 +46,8 @@ type packetConn struct {
 
 // listenPacket opens a raw AF_PACKET socket for ARP on the interface with
 // the given index, in the calling thread's network namespace.
-func listenPacket(index int, name string, acceptOtherHost bool) (*packetConn, error) {
-	prog, err := filter(acceptOtherHost)
+func listenPacket(index int, name string, override net.HardwareAddr) (*packetConn, error) {
+	prog, err := filter(override)
 	if err != nil {
 		return nil, fmt.Errorf("assemble BPF filter: %w", err)
 	}

@@ -144,7 +144,7 @@ func Listen(cfg Config) (*Responder, error) {
 	if err := checkConfig(&cfg); err != nil {
 		return nil, err
 	}
-	t, err := listenPacket(cfg.Index, cfg.Name, cfg.Override != nil)
+	t, err := listenPacket(cfg.Index, cfg.Name, cfg.Override)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (ifindex %d): %w", cfg.Name, cfg.Index, err)
 	}
