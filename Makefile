@@ -35,8 +35,10 @@ test:
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 # Each fuzz target for FUZZTIME (make test runs them for 10s; longer runs:
-# make fuzz FUZZTIME=10m). New interesting inputs land in
-# responder/testdata/fuzz/, the committed seed corpus.
+# make fuzz FUZZTIME=10m). The committed seed corpus is testdata/arp-frames.txt
+# plus responder/testdata/fuzz/; go test keeps what a run finds in GOCACHE
+# (copy from $(go env GOCACHE)/fuzz/... to keep it), and writes a failing
+# input to responder/testdata/fuzz/, failing the run.
 FUZZTIME ?= 1m
 FUZZ_TARGETS := FuzzDecode FuzzReply
 fuzz:
