@@ -39,7 +39,9 @@
 // subscribes again, lists links and routes again (retrying a dump the
 // kernel reports as interrupted, a few times with a short backoff) and
 // reconciles: attached links that vanished are detached, newly selected
-// ones attached and changed ones updated. Resyncs counts these recoveries;
+// ones attached, and every link that stays attached gets an Update, changed
+// or not, because a change the gap hid (a move to another namespace and
+// back) can matter to the caller. Resyncs counts these recoveries;
 // each is logged at warn level with its reason. A larger Config.RecvBufSize
 // makes overflows rarer.
 //

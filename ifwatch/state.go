@@ -176,7 +176,8 @@ func (s *state) onLink(index int) []netip.Prefix {
 // reconcile replaces the state with a full listing of links and routes and
 // returns the Events that bring the attached set in line with it: Detach
 // for attached links that are gone, then, in listing order, Attach, Update
-// or Detach for the listed links.
+// or Detach for the listed links, then an Update for every link that stayed
+// attached unchanged.
 func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event {
 	s.routes = make(map[int]map[routeKey]struct{})
 	for i := range routes {
@@ -195,8 +196,22 @@ func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event 
 			evs = append(evs, s.detach(index)...)
 		}
 	}
+	wasAttached := maps.Clone(s.attached)
+	reported := make(map[int]bool)
 	for _, l := range links {
-		evs = append(evs, s.observe(l.Attrs())...)
+		for _, ev := range s.observe(l.Attrs()) {
+			reported[ev.Link.Index] = true
+			evs = append(evs, ev)
+		}
+	}
+	// Links that stayed attached and look unchanged still get an Update:
+	// what happened during the gap can have changed what the caller holds
+	// for them (a move to another namespace and back unbinds its socket,
+	// and the link comes back with the same index, name and MAC).
+	for _, index := range slices.Sorted(maps.Keys(wasAttached)) {
+		if l, ok := s.attached[index]; ok && !reported[index] {
+			evs = append(evs, Event{Kind: Update, Link: l.clone()})
+		}
 	}
 	return evs
 }

@@ -388,16 +388,21 @@ func TestReconcile(t *testing.T) {
 		attach(d.want()),
 	})
 
+	// Nothing changed, yet every attached link gets an Update: the caller
+	// re-checks what a gap may have broken unseen (a move out and back).
 	checkEvents(t, "same again", s.reconcile(
 		[]netlink.Link{aMAC.build(), cOut.build(), d.build(), e.build()},
 		[]netlink.Route{route(5, "10.244.0.5/32")},
-	), nil)
+	), []Event{
+		update(withOnLink(aMAC.want(), "10.244.0.5/32")),
+		update(d.want()),
+	})
 
 	// A route the listing no longer shows is forgotten.
 	checkEvents(t, "route gone", s.reconcile(
 		[]netlink.Link{aMAC.build(), d.build()},
 		nil,
-	), []Event{update(aMAC.want())})
+	), []Event{update(aMAC.want()), update(d.want())})
 }
 
 func TestEventsDoNotAliasState(t *testing.T) {
