@@ -147,6 +147,20 @@ func (p *packetConn) send(frame []byte) error {
 	return p.sendErr
 }
 
+// bound reports whether the socket is still bound to its interface. The
+// kernel unbinds it for good (ifindex -1) when the interface leaves the
+// namespace, even if it comes back.
+func (p *packetConn) bound() bool {
+	ok := true
+	_ = p.rc.Control(func(fd uintptr) {
+		sa, err := unix.Getsockname(int(fd))
+		if ll, isLL := sa.(*unix.SockaddrLinklayer); err == nil && isLL {
+			ok = ll.Ifindex > 0
+		}
+	})
+	return ok
+}
+
 func (p *packetConn) close() error {
 	p.closing.Store(true)
 	return p.c.Close()

@@ -134,6 +134,8 @@ type transport interface {
 	receive(handle func(frame []byte), onErr func(error)) error
 	// send transmits one frame.
 	send(frame []byte) error
+	// bound reports whether the socket is still bound to the interface.
+	bound() bool
 	close() error
 }
 
@@ -235,6 +237,11 @@ func (r *Responder) MAC() net.HardwareAddr {
 	a := r.st.Load().answer
 	return net.HardwareAddr(a[:])
 }
+
+// Bound reports whether the socket still receives from its interface. It
+// does not once the interface has left the network namespace, even if it
+// came back under the same index: the listener must then be opened again.
+func (r *Responder) Bound() bool { return r.t.bound() }
 
 // Stats returns a snapshot of the counters. It is safe to call at any time.
 func (r *Responder) Stats() Stats {

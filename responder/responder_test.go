@@ -68,6 +68,8 @@ func (f *fakeTransport) send(frame []byte) error {
 	return nil
 }
 
+func (f *fakeTransport) bound() bool { return true }
+
 func (f *fakeTransport) close() error {
 	f.mu.Lock()
 	f.closes++
@@ -415,3 +417,4 @@ type nopTransport struct{}
 func (nopTransport) receive(func([]byte), func(error)) error { return net.ErrClosed }
 func (nopTransport) send([]byte) error                       { return nil }
 func (nopTransport) close() error                            { return nil }
+func (nopTransport) bound() bool                             { return true }

@@ -26,6 +26,7 @@ type daemon struct {
 
 	attached map[int]*attachment
 	wg       sync.WaitGroup
+	closing  chan struct{} // a semaphore bounding the sockets closed at once
 }
 
 // server is what the daemon needs of a *responder.Responder.
@@ -35,6 +36,7 @@ type server interface {
 	SetMAC(net.HardwareAddr)
 	SetOnLink([]netip.Prefix)
 	Stats() responder.Stats
+	Bound() bool
 }
 
 type attachment struct {
@@ -48,6 +50,7 @@ func newDaemon(ctx context.Context, p *policy.Policy, override net.HardwareAddr,
 		ctx: ctx, policy: p, override: override, log: log, rateLimit: responder.DefaultRateLimit,
 		listen:   func(c responder.Config) (server, error) { return responder.Listen(c) },
 		attached: make(map[int]*attachment),
+		closing:  make(chan struct{}, maxClosing),
 	}
 }
 
@@ -59,6 +62,14 @@ func (d *daemon) handle(ev ifwatch.Event) {
 	case ifwatch.Update:
 		a, ok := d.attached[l.Index]
 		if !ok {
+			d.attach(l)
+			return
+		}
+		if !a.srv.Bound() {
+			// The interface left the namespace and came back unseen
+			// (ifwatch resynced): its socket is unbound for good.
+			d.log.Warn("listener lost its interface; reopening", "iface", l.Name, "ifindex", l.Index)
+			d.detach(a.link)
 			d.attach(l)
 			return
 		}
@@ -102,17 +113,33 @@ func (d *daemon) attach(l ifwatch.Link) {
 	d.log.Info("attach", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String(), "up", l.Up)
 }
 
+// maxClosing bounds how many sockets are closed at once. Each close blocks
+// its thread in the kernel, and the Go runtime keeps every thread it ever
+// started for a blocking call: unbounded, a burst of 100 deletions leaves
+// pxresp with ~70 idle threads for good.
+const maxClosing = 4
+
+// detach closes the interface's listener. Closing an AF_PACKET socket
+// waits for an RCU grace period (~10 ms), so it happens on a goroutine of
+// its own: the watcher goes on with the next event, and a burst of deletions
+// does not hold up new interfaces. closeAll waits for these goroutines.
 func (d *daemon) detach(l ifwatch.Link) {
 	a, ok := d.attached[l.Index]
 	if !ok {
 		return
 	}
 	delete(d.attached, l.Index)
-	_ = a.srv.Close()
-	<-a.done
-	st := a.srv.Stats()
-	d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
-		"requests", st.Requests, "replies", st.Replies, "rate_limited", st.RateLimited)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.closing <- struct{}{}
+		_ = a.srv.Close()
+		<-d.closing
+		<-a.done
+		st := a.srv.Stats()
+		d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
+			"requests", st.Requests, "replies", st.Replies, "rate_limited", st.RateLimited)
+	}()
 }
 
 // run serves the interfaces w selects until the daemon's context is done,

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/policy"
@@ -20,8 +21,9 @@ type fakeServer struct {
 	cfg    responder.Config
 	mu     sync.Mutex
 	mac    net.HardwareAddr
-	onLink []netip.Prefix
-	closed chan struct{}
+	onLink  []netip.Prefix
+	unbound bool
+	closed  chan struct{}
 	once   sync.Once
 }
 
@@ -44,6 +46,22 @@ func (f *fakeServer) SetOnLink(p []netip.Prefix) {
 	f.mu.Unlock()
 }
 func (f *fakeServer) Stats() responder.Stats { return responder.Stats{} }
+func (f *fakeServer) Bound() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.unbound
+}
+
+// waitClosed fails the test unless s is closed within 5 s (detach closes
+// listeners on a goroutine of its own).
+func waitClosed(t *testing.T, what string, s *fakeServer) {
+	t.Helper()
+	select {
+	case <-s.closed:
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s did not close the listener", what)
+	}
+}
 
 func testDaemon(t *testing.T, ctx context.Context) (*daemon, map[int]*fakeServer) {
 	t.Helper()
@@ -93,20 +111,24 @@ func TestDaemonFollowsEvents(t *testing.T) {
 		t.Error("update of an unattached link did not attach it")
 	}
 
-	d.handle(ifwatch.Event{Kind: ifwatch.Detach, Link: up})
-	select {
-	case <-s.closed:
-	default:
-		t.Error("detach did not close the listener")
+	// The interface left the namespace and came back while ifwatch was
+	// resyncing: its socket is unbound, and the Update after the resync
+	// makes the daemon open a new one.
+	s.mu.Lock()
+	s.unbound = true
+	s.mu.Unlock()
+	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: up})
+	waitClosed(t, "an update of an unbound listener", s)
+	if s2 := servers[4]; s2 == s || d.attached[4] == nil || d.attached[4].srv != s2 {
+		t.Fatal("an unbound listener was not reopened")
 	}
+
+	d.handle(ifwatch.Event{Kind: ifwatch.Detach, Link: up})
+	waitClosed(t, "detach", servers[4])
 	d.handle(ifwatch.Event{Kind: ifwatch.Detach, Link: up}) // unknown: ignored
 	d.closeAll()
 	if len(d.attached) != 0 {
 		t.Errorf("%d still attached after closeAll", len(d.attached))
 	}
-	select {
-	case <-servers[5].closed:
-	default:
-		t.Error("closeAll left a listener open")
-	}
+	waitClosed(t, "closeAll", servers[5])
 }

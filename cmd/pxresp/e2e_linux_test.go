@@ -413,26 +413,33 @@ func TestInterfaceLifecycle(t *testing.T) {
 	p.stop(t)
 }
 
-// TestDaemonLeavesNothingBehind runs the daemon in-process against the test
-// namespace and checks that a deleted veth's listener leaves no goroutine
-// and no fd behind, and that shutdown leaves none at all.
-func TestDaemonLeavesNothingBehind(t *testing.T) {
-	tp := newTopo(t, 1)
-	ctx := context.Background()
+// inProcess is the daemon running in this test process against the host
+// namespace of a topology: ifwatch watches that namespace through a handle,
+// and the listeners' sockets are opened inside it.
+type inProcess struct {
+	w      *ifwatch.Watcher
+	events chan ifwatch.Event // every event, after the daemon handled it
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startInProcess starts the daemon with the watcher configured by cfg
+// (Globs "cali*" unless set) and calls hook, if not nil, after each event
+// the daemon has handled. The test stops it with stop.
+func startInProcess(t *testing.T, tp *topo.Topology, cfg ifwatch.Config, hook func(ifwatch.Event)) *inProcess {
+	t.Helper()
 	h, err := tp.Host.Handle()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	baseG := runtime.NumGoroutine()
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	t.Cleanup(func() { h.Close() })
 	pol, err := policy.New([]netip.Addr{topo.Gateway}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDaemon(runCtx, pol, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	d := newDaemon(ctx, pol, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.listen = func(c responder.Config) (server, error) {
 		var r *responder.Responder
 		err := tp.Host.Do(func() (err error) {
@@ -441,41 +448,77 @@ func TestDaemonLeavesNothingBehind(t *testing.T) {
 		})
 		return r, err
 	}
-	w, err := ifwatch.New(ifwatch.Config{Globs: []string{"cali*"}, Namespace: &h})
+	if cfg.Globs == nil {
+		cfg.Globs = []string{"cali*"}
+	}
+	cfg.Namespace = &h
+	w, err := ifwatch.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := make(chan ifwatch.Event, 64)
-	done := make(chan error, 1)
+	ip := &inProcess{w: w, events: make(chan ifwatch.Event, 1024), cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		done <- w.Run(runCtx, func(ev ifwatch.Event) {
+		ip.done <- w.Run(ctx, func(ev ifwatch.Event) {
 			d.handle(ev)
-			events <- ev
+			select {
+			case ip.events <- ev:
+			default: // nobody is waiting for this many
+			}
+			if hook != nil {
+				hook(ev)
+			}
 		})
 		d.closeAll()
 	}()
-	waitEvent := func(kind ifwatch.Kind, name string) {
-		t.Helper()
-		timeout := time.After(5 * time.Second)
-		for {
-			select {
-			case ev := <-events:
-				if ev.Kind == kind && ev.Link.Name == name {
-					return
-				}
-			case <-timeout:
-				t.Fatalf("no %v event for %s within 5s", kind, name)
+	return ip
+}
+
+// waitEvent waits at most 5 s for an event of that kind for the named link.
+func (ip *inProcess) waitEvent(t *testing.T, kind ifwatch.Kind, name string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-ip.events:
+			if ev.Kind == kind && ev.Link.Name == name {
+				return
 			}
+		case <-timeout:
+			t.Fatalf("no %v event for %s within 5s", kind, name)
 		}
 	}
-	waitEvent(ifwatch.Attach, tp.Pods[0].HostIf)
+}
+
+// stop stops the daemon and waits (at most 5 s) until every listener ended.
+func (ip *inProcess) stop(t *testing.T) {
+	t.Helper()
+	ip.cancel()
+	select {
+	case err := <-ip.done:
+		if err != nil {
+			t.Fatalf("watcher: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("watcher did not stop within 5s")
+	}
+}
+
+// TestDaemonLeavesNothingBehind runs the daemon in-process against the test
+// namespace and checks that a deleted veth's listener leaves no goroutine
+// and no fd behind, and that shutdown leaves none at all.
+func TestDaemonLeavesNothingBehind(t *testing.T) {
+	tp := newTopo(t, 1)
+	ctx := context.Background()
+	baseG := runtime.NumGoroutine()
+	ip := startInProcess(t, tp, ifwatch.Config{}, nil)
+	ip.waitEvent(t, ifwatch.Attach, tp.Pods[0].HostIf)
 	oneG, oneFD := runtime.NumGoroutine(), openFDs(t)
 
 	pod, err := tp.AddPod(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(ifwatch.Attach, pod.HostIf)
+	ip.waitEvent(t, ifwatch.Attach, pod.HostIf)
 	c := client(t, pod)
 	if r := ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
 		t.Fatal("in-process daemon did not answer")
@@ -484,21 +527,12 @@ func TestDaemonLeavesNothingBehind(t *testing.T) {
 	if err := tp.DelPod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(ifwatch.Detach, pod.HostIf)
-	waitGoroutines(t, oneG)
+	ip.waitEvent(t, ifwatch.Detach, pod.HostIf)
+	waitGoroutines(t, oneG) // the listener's goroutines end once its socket is closed
 	if n := openFDs(t); n != oneFD {
 		t.Errorf("%d fds after the veth was deleted, %d before it was created", n, oneFD)
 	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("watcher: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("watcher did not stop within 5s")
-	}
+	ip.stop(t)
 	waitGoroutines(t, baseG)
 }
 

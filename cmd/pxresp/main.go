@@ -79,7 +79,10 @@ func serve(ctx context.Context, opts *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	w, err := ifwatch.New(ifwatch.Config{Globs: opts.ifaces, Logger: log})
+	// A larger netlink buffer makes overflows (and resyncs) rarer during
+	// bursts of veth churn. Without CAP_NET_ADMIN the kernel caps it at
+	// net.core.rmem_max.
+	w, err := ifwatch.New(ifwatch.Config{Globs: opts.ifaces, Logger: log, RecvBufSize: 4 << 20})
 	if err != nil {
 		return err
 	}
