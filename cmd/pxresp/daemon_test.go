@@ -18,13 +18,13 @@ import (
 
 // fakeServer stands in for a responder.
 type fakeServer struct {
-	cfg    responder.Config
-	mu     sync.Mutex
-	mac    net.HardwareAddr
+	cfg     responder.Config
+	mu      sync.Mutex
+	mac     net.HardwareAddr
 	onLink  []netip.Prefix
 	unbound bool
 	closed  chan struct{}
-	once   sync.Once
+	once    sync.Once
 }
 
 func (f *fakeServer) Serve(ctx context.Context) error {
