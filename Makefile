@@ -22,7 +22,7 @@ STATICCHECK         := $(GOBIN)/staticcheck
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
 .DEFAULT_GOAL := build
-.PHONY: build test fuzz lint staticcheck demo clean bench
+.PHONY: build test fuzz lint staticcheck demo clean bench soak
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pxresp ./cmd/pxresp
@@ -79,3 +79,12 @@ bench:
 
 clean:
 	rm -rf bin
+
+# The soak (bench/soak): pxresp under mixed traffic and veth churn for
+# SOAKFLAGS' --duration (default 10m); RSS, threads and fds must stay flat.
+soak:
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "make soak: must run as root (network namespaces, raw sockets): sudo make soak" >&2; exit 1; fi
+	$(MAKE) --no-print-directory build
+	$(GO) build -o bin/pxsoak ./bench/soak
+	./bin/pxsoak --pxresp ./bin/pxresp $(SOAKFLAGS)
