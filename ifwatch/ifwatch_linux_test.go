@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/leakcheck"
 	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -221,20 +222,6 @@ func watch(t *testing.T, ns *testNS, cfg Config) (w *Watcher, rec *recorder, sto
 	return w, rec, stop
 }
 
-// checkGoroutines waits, up to 5 s, until no more goroutines run than before.
-func checkGoroutines(t *testing.T, before int) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines after Run returned, %d before:\n%s",
-				runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestNetnsLifecycle(t *testing.T) {
 	privtest.Require(t)
 	ns := newNS(t)
@@ -321,7 +308,7 @@ func TestNetnsLifecycle(t *testing.T) {
 	t.Logf("%d events, %d resyncs", len(rec.events), w.Resyncs())
 	rec.mu.Unlock()
 	stop()
-	checkGoroutines(t, before)
+	leakcheck.WaitGoroutines(t, before)
 }
 
 // TestNetnsOverflow makes a subscription overflow with a tiny receive
@@ -391,7 +378,7 @@ func TestNetnsOverflow(t *testing.T) {
 	ns.ip(t, "link", "add", "cali-last", "type", "veth", "peer", "name", "p-last")
 	rec.waitFor(t, "Attach cali-last", is(Attach, "cali-last", nil))
 	stop()
-	checkGoroutines(t, before)
+	leakcheck.WaitGoroutines(t, before)
 }
 
 // TestNetnsCurrentNamespace runs a Watcher without Config.Namespace on a

@@ -17,6 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/pxresp/pxresp/internal/leakcheck"
 )
 
 const timeout = 5 * time.Second
@@ -448,13 +450,7 @@ func TestRunCancelLeavesNoGoroutines(t *testing.T) {
 	// Leave the link subscription blocked in its send while Run stops.
 	go ls.trySend(newLink(link{index: 42, name: "eth9"}))
 	h.stop()
-	deadline := time.Now().Add(timeout)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines after Run returned, %d before", runtime.NumGoroutine(), before)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	leakcheck.WaitGoroutines(t, before)
 }
 
 func TestRunCanceledBeforeStart(t *testing.T) {

@@ -5,12 +5,12 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/leakcheck"
 	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/topo"
 	"github.com/pxresp/pxresp/policy"
@@ -227,7 +227,7 @@ func TestLinkDownUpAndDelete(t *testing.T) {
 	}
 	good := request(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 
-	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+	fds, goroutines := leakcheck.FDs(t), runtime.NumGoroutine()
 	r := listenIn(t, tp, pod, pol, nil)
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx) }()
@@ -256,30 +256,8 @@ func TestLinkDownUpAndDelete(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return within 5s of Close")
 	}
-	if n := openFDs(t); n != fds {
+	if n := leakcheck.FDs(t); n != fds {
 		t.Errorf("%d fds open after close, %d before", n, fds)
 	}
-	waitGoroutines(t, goroutines)
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// waitGoroutines waits (bounded) for the goroutine count to drop to want.
-func waitGoroutines(t *testing.T, want int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > want {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines, want %d:\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	leakcheck.WaitGoroutines(t, goroutines)
 }

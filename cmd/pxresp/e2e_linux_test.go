@@ -21,6 +21,7 @@ import (
 
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/leakcheck"
 	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/topo"
 	"github.com/pxresp/pxresp/policy"
@@ -512,7 +513,7 @@ func TestDaemonLeavesNothingBehind(t *testing.T) {
 	baseG := runtime.NumGoroutine()
 	ip := startInProcess(t, tp, ifwatch.Config{}, nil)
 	ip.waitEvent(t, ifwatch.Attach, tp.Pods[0].HostIf)
-	oneG, oneFD := runtime.NumGoroutine(), openFDs(t)
+	oneG, oneFD := runtime.NumGoroutine(), leakcheck.FDs(t)
 
 	pod, err := tp.AddPod(ctx)
 	if err != nil {
@@ -528,34 +529,12 @@ func TestDaemonLeavesNothingBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	ip.waitEvent(t, ifwatch.Detach, pod.HostIf)
-	waitGoroutines(t, oneG) // the listener's goroutines end once its socket is closed
-	if n := openFDs(t); n != oneFD {
+	leakcheck.WaitGoroutines(t, oneG) // the listener's goroutines end once its socket is closed
+	if n := leakcheck.FDs(t); n != oneFD {
 		t.Errorf("%d fds after the veth was deleted, %d before it was created", n, oneFD)
 	}
 	ip.stop(t)
-	waitGoroutines(t, baseG)
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// waitGoroutines waits (at most 5 s) for the goroutine count to drop to want.
-func waitGoroutines(t *testing.T, want int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > want {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines, want %d:\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	leakcheck.WaitGoroutines(t, baseG)
 }
 
 // TestCapabilities: as an unprivileged user holding only CAP_NET_RAW,
