@@ -127,6 +127,11 @@ func (l Link) clone() Link {
 type Event struct {
 	Kind Kind
 	Link Link
+	// Resync is true for events that come from a full listing (at start,
+	// and after a lost subscription) rather than from a notification. After
+	// a gap, a link can look unchanged and yet have left the namespace and
+	// come back: a caller holding per-link resources should re-check them.
+	Resync bool
 }
 
 // Config configures a Watcher.

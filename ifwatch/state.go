@@ -213,6 +213,9 @@ func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event 
 			evs = append(evs, Event{Kind: Update, Link: l.clone()})
 		}
 	}
+	for i := range evs {
+		evs[i].Resync = true
+	}
 	return evs
 }
 

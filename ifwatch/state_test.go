@@ -126,6 +126,21 @@ func eventsString(evs []Event) string {
 	return "[" + strings.Join(s, ", ") + "]"
 }
 
+func TestResyncFlag(t *testing.T) {
+	s := newState([]string{"cali*"})
+	a := link{index: 5, name: "caliA"}
+	for _, ev := range s.reconcile([]netlink.Link{a.build()}, nil) {
+		if !ev.Resync {
+			t.Errorf("event from a listing without Resync: %+v", ev)
+		}
+	}
+	for _, ev := range apply(s, newLink(link{index: 5, name: "caliA", down: true})) {
+		if ev.Resync {
+			t.Errorf("event from a notification with Resync: %+v", ev)
+		}
+	}
+}
+
 func checkEvents(t *testing.T, what string, got, want []Event) {
 	t.Helper()
 	ok := len(got) == len(want)

@@ -65,9 +65,11 @@ func (d *daemon) handle(ev ifwatch.Event) {
 			d.attach(l)
 			return
 		}
-		if !a.srv.Bound() {
+		if ev.Resync && !a.srv.Bound() {
 			// The interface left the namespace and came back unseen
-			// (ifwatch resynced): its socket is unbound for good.
+			// (ifwatch resynced): its socket is unbound for good. Only
+			// a listing can hide that; outside one, an unbound socket
+			// means the link is being deleted, and a Detach follows.
 			d.log.Warn("listener lost its interface; reopening", "iface", l.Name, "ifindex", l.Index)
 			d.detach(a.link)
 			d.attach(l)

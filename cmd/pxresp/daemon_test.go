@@ -118,6 +118,10 @@ func TestDaemonFollowsEvents(t *testing.T) {
 	s.unbound = true
 	s.mu.Unlock()
 	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: up})
+	if d.attached[4].srv != s {
+		t.Fatal("an unbound listener was reopened on a notification (the link is being deleted)")
+	}
+	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: up, Resync: true})
 	waitClosed(t, "an update of an unbound listener", s)
 	if s2 := servers[4]; s2 == s || d.attached[4] == nil || d.attached[4].srv != s2 {
 		t.Fatal("an unbound listener was not reopened")
