@@ -274,6 +274,9 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 		ch.created, ch.asked, ch.answered, ch.slowest.Round(time.Millisecond))
 	fmt.Fprintf(out, "pxresp: %d attach and %d detach lines, %d netlink resyncs, %d warnings, %d errors; stop: %v\n",
 		px.attaches(), px.detaches(), px.resyncs(), px.warnings(), px.errors(), errOrOK(stopErr))
+	for _, l := range px.firstProblems() {
+		fmt.Fprintf(out, "  %s\n", l)
+	}
 	pingOK := true
 	for i, p := range pings {
 		fmt.Fprintf(out, "ping from %s (kernel ARP re-probes every ~100-300 ms): %s\n", tp.Pods[i].NS.Name, p.summary())
@@ -357,6 +360,7 @@ type pxproc struct {
 	mu                     sync.Mutex
 	attach, detach, resync int
 	warn, errs             int
+	problems               []string // the first warning and error lines
 	last                   []string // the last 50 lines
 	added                  chan struct{}
 	exited                 bool
@@ -407,6 +411,9 @@ func (p *pxproc) read(r io.Reader) {
 		if strings.Contains(l, " level=ERROR ") {
 			p.errs++
 		}
+		if (strings.Contains(l, " level=WARN ") || strings.Contains(l, " level=ERROR ")) && len(p.problems) < 10 {
+			p.problems = append(p.problems, l)
+		}
 		p.last = append(p.last, l)
 		if len(p.last) > 50 {
 			p.last = p.last[1:]
@@ -428,6 +435,13 @@ func (p *pxproc) get(f func() int) int {
 func (p *pxproc) attaches() int { return p.get(func() int { return p.attach }) }
 func (p *pxproc) detaches() int { return p.get(func() int { return p.detach }) }
 func (p *pxproc) resyncs() int  { return p.get(func() int { return p.resync }) }
+// firstProblems returns the first (at most 10) warning and error lines.
+func (p *pxproc) firstProblems() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.problems...)
+}
+
 func (p *pxproc) warnings() int { return p.get(func() int { return p.warn }) }
 func (p *pxproc) errors() int   { return p.get(func() int { return p.errs }) }
 
