@@ -435,6 +435,7 @@ func (p *pxproc) get(f func() int) int {
 func (p *pxproc) attaches() int { return p.get(func() int { return p.attach }) }
 func (p *pxproc) detaches() int { return p.get(func() int { return p.detach }) }
 func (p *pxproc) resyncs() int  { return p.get(func() int { return p.resync }) }
+
 // firstProblems returns the first (at most 10) warning and error lines.
 func (p *pxproc) firstProblems() []string {
 	p.mu.Lock()
