@@ -11,8 +11,8 @@ import (
 
 	"github.com/pxresp/pxresp/internal/arptest"
 	"github.com/pxresp/pxresp/internal/leakcheck"
-	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/topo/topotest"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -81,22 +81,7 @@ func start(t *testing.T, r *Responder) {
 	})
 }
 
-func newTopo(t *testing.T, pods int) *topo.Topology {
-	t.Helper()
-	privtest.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tp, err := topo.New(ctx, topo.Options{Pods: pods, Prefix: topo.NewPrefix("pxrr")})
-	if err != nil {
-		t.Fatalf("topology: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Errorf("topology close: %v", err)
-		}
-	})
-	return tp
-}
+func newTopo(t *testing.T, pods int) *topo.Topology { return topotest.New(t, pods, "pxrr") }
 
 // TestConformanceWithKernel sends the same requests to kernel proxy_arp
 // (proxy_delay=0, as Calico sets it) and to a Responder, and requires the

@@ -22,8 +22,8 @@ import (
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/arptest"
 	"github.com/pxresp/pxresp/internal/leakcheck"
-	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/topo/topotest"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -200,22 +200,7 @@ func (p *proc) fds(t *testing.T) int {
 	return len(ents)
 }
 
-func newTopo(t *testing.T, pods int) *topo.Topology {
-	t.Helper()
-	privtest.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tp, err := topo.New(ctx, topo.Options{Pods: pods, Prefix: topo.NewPrefix("pxre")})
-	if err != nil {
-		t.Fatalf("topology: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Errorf("topology close: %v", err)
-		}
-	})
-	return tp
-}
+func newTopo(t *testing.T, pods int) *topo.Topology { return topotest.New(t, pods, "pxre") }
 
 func execIn(t *testing.T, ns *topo.NS, args ...string) string {
 	t.Helper()
