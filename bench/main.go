@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/procstat"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -437,7 +438,7 @@ func (e *env) write() error {
 
 // describeMachine fills Machine.
 func describeMachine(ctx context.Context, bin string) Machine {
-	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), PxrespBin: bin, CLKTck: clockTicks}
+	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), PxrespBin: bin, CLKTck: procstat.TicksPerSecond}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		m.CPUModel = cpuModel(string(b))
 	}

@@ -1,57 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/pxresp/pxresp/internal/procstat"
 )
 
 // What the bench reads about the pxresp process from /proc.
-
-// parseStatTimes returns utime and stime (fields 14 and 15, clock ticks)
-// from the text of /proc/PID/stat. The command name (field 2) may contain
-// spaces and parentheses, so fields are counted after the last ')'.
-func parseStatTimes(stat string) (utime, stime uint64, err error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, 0, errors.New("stat: no ')'")
-	}
-	f := strings.Fields(stat[i+1:])
-	// f[0] is field 3 (state); utime is field 14 -> f[11], stime f[12].
-	if len(f) < 13 {
-		return 0, 0, fmt.Errorf("stat: %d fields after the command", len(f))
-	}
-	if utime, err = strconv.ParseUint(f[11], 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("stat utime: %w", err)
-	}
-	if stime, err = strconv.ParseUint(f[12], 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("stat stime: %w", err)
-	}
-	return utime, stime, nil
-}
-
-// statusField returns the first number of the line "key:" in the text of a
-// /proc status file ("VmRSS:	  1234 kB" -> 1234).
-func statusField(status, key string) (uint64, bool) {
-	sc := bufio.NewScanner(strings.NewReader(status))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || k != key {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			return 0, false
-		}
-		n, err := strconv.ParseUint(f[0], 10, 64)
-		return n, err == nil
-	}
-	return 0, false
-}
 
 // parseSchedstat returns the first field of /proc/PID/task/TID/schedstat:
 // time spent on the CPU, in nanoseconds.
@@ -79,7 +39,7 @@ func readProc(pid int) (procSnap, error) {
 	if err != nil {
 		return s, err
 	}
-	u, st, err := parseStatTimes(string(b))
+	u, st, err := procstat.ParseStatTimes(string(b))
 	if err != nil {
 		return s, err
 	}
@@ -93,8 +53,8 @@ func readProc(pid int) (procSnap, error) {
 		if err != nil {
 			continue
 		}
-		v, ok1 := statusField(string(status), "voluntary_ctxt_switches")
-		nv, ok2 := statusField(string(status), "nonvoluntary_ctxt_switches")
+		v, ok1 := procstat.StatusField(string(status), "voluntary_ctxt_switches")
+		nv, ok2 := procstat.StatusField(string(status), "nonvoluntary_ctxt_switches")
 		if !ok1 || !ok2 {
 			continue
 		}
@@ -108,23 +68,6 @@ func readProc(pid int) (procSnap, error) {
 	}
 	return s, nil
 }
-
-// readRSSkB returns VmRSS of pid in kB.
-func readRSSkB(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	v, ok := statusField(string(b), "VmRSS")
-	if !ok {
-		return 0, errors.New("no VmRSS in status")
-	}
-	return v, nil
-}
-
-// clockTicks is USER_HZ, the unit of utime and stime: 100 on every Linux
-// architecture Go supports.
-const clockTicks = 100
 
 // parseSSDrops sums the drop counters (skmem d) of the packet sockets that
 // `ss -0 -m -n -p` lists for process pid: frames the kernel dropped

@@ -6,38 +6,6 @@ import (
 	"time"
 )
 
-func TestParseStatTimes(t *testing.T) {
-	stat := "4242 (px resp) (x)) S 1 4242 4242 0 -1 4194560 300 0 0 0 1234 567 0 0 20 0 7 0 100 1000000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
-	u, s, err := parseStatTimes(stat)
-	if err != nil || u != 1234 || s != 567 {
-		t.Errorf("parseStatTimes = %d, %d, %v; want 1234, 567", u, s, err)
-	}
-	if _, _, err := parseStatTimes("4242 (x) S 1 2"); err == nil {
-		t.Error("short stat accepted")
-	}
-	if _, _, err := parseStatTimes("garbage"); err == nil {
-		t.Error("stat without ')' accepted")
-	}
-}
-
-func TestStatusField(t *testing.T) {
-	status := "Name:\tpxresp\nVmRSS:\t   18728 kB\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n"
-	for key, want := range map[string]uint64{"VmRSS": 18728, "voluntary_ctxt_switches": 12, "nonvoluntary_ctxt_switches": 3} {
-		if got, ok := statusField(status, key); !ok || got != want {
-			t.Errorf("statusField(%s) = %d, %v; want %d", key, got, ok, want)
-		}
-	}
-	if _, ok := statusField(status, "VmHWM"); ok {
-		t.Error("missing key found")
-	}
-	if _, ok := statusField(status, "Name"); ok {
-		t.Error("non-numeric field parsed")
-	}
-	if ns, err := parseSchedstat("123456789 1000 42\n"); err != nil || ns != 123456789 {
-		t.Errorf("parseSchedstat = %d, %v", ns, err)
-	}
-}
-
 func TestLogAttrs(t *testing.T) {
 	l := `time=2025-01-01T00:00:00Z level=INFO msg=attach iface=cali0123456789a ifindex=7 mac=ee:ee:ee:ee:ee:ee up=true`
 	if logMsg(l) != "attach" || logAttr(l, "iface") != "cali0123456789a" || logAttr(l, "ifindex") != "7" {

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/pxresp/pxresp/internal/procstat"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -44,10 +45,11 @@ func (e *env) memPoint(p *pxProc, n int) error {
 			return nil
 		}
 	}
-	rss, err := readRSSkB(p.pid)
+	v, err := procstat.Status(p.pid, "VmRSS")
 	if err != nil {
 		return err
 	}
+	rss := v[0]
 	e.res.Memory = append(e.res.Memory, MemPoint{Interfaces: n, RSSkB: rss})
 	logf("pxresp VmRSS with %d attached interface%s: %d kB", n, plural(n), rss)
 	return nil

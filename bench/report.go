@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pxresp/pxresp/internal/procstat"
 )
 
 // fmtDur renders nanoseconds with three significant digits and a unit.
@@ -368,12 +370,12 @@ func renderMarkdown(r *Results) string {
 		rows = append(rows, []string{"flood at " + fmtRate(r.Config.FloodRate) + ", loss", lossCell(xk0), lossCell(xkd), lossCell(xp), "—", "—"})
 		if fp.replies > 0 && fp.cpuNs > 0 {
 			rows = append(rows, []string{"pxresp CPU per reply at max rate (utime+stime; schedstat)", "—", "—",
-				fmt.Sprintf("%s; %s", fmtDur(int64(float64(fp.cpuTicks)*1e9/clockTicks/float64(fp.replies))), fmtDur(int64(float64(fp.cpuNs)/float64(fp.replies)))), "—", "—"})
+				fmt.Sprintf("%s; %s", fmtDur(int64(float64(fp.cpuTicks)*1e9/procstat.TicksPerSecond/float64(fp.replies))), fmtDur(int64(float64(fp.cpuNs)/float64(fp.replies)))), "—", "—"})
 		}
 	}
 	if r.Idle != nil {
 		rows = append(rows, []string{fmt.Sprintf("idle %s, %d interfaces: CPU time (utime+stime; schedstat)", fmtDur(r.Idle.DurationNs), r.Idle.Interfaces), "—", "—",
-			fmt.Sprintf("%s; %s (%.4f %%)", fmtDur(int64(r.Idle.CPUTicks)*1e9/clockTicks), fmtDur(int64(r.Idle.CPUNs)), r.Idle.CPUPercent), "—", "—"})
+			fmt.Sprintf("%s; %s (%.4f %%)", fmtDur(int64(r.Idle.CPUTicks)*1e9/procstat.TicksPerSecond), fmtDur(int64(r.Idle.CPUNs)), r.Idle.CPUPercent), "—", "—"})
 		rows = append(rows, []string{fmt.Sprintf("idle %s: wake-ups (context switches, all %d threads; %d before the window)", fmtDur(r.Idle.DurationNs), r.Idle.Threads, r.Idle.Switches0), "—", "—", strconv.FormatInt(r.Idle.Wakeups, 10), "—", "—"})
 	}
 	for _, mp := range r.Memory {
@@ -495,7 +497,7 @@ func notes(r *Results) []string {
 		fmt.Sprintf("Kd broadcast: ≈0.4 s per sample, so only %d samples per pinning mode (spread over the rounds); its percentiles are rough, p99 and beyond are just the largest samples.", c.KdSamples),
 		"P round trips include whatever pxresp does per frame at --log-level warn; pxresp runs unpinned unless the row says pinned (then `taskset -c 0`, so GOMAXPROCS=1).",
 		fmt.Sprintf("Floods: broadcast requests from one pod's AF_PACKET socket on one unpinned thread, replies counted by a second unpinned thread on the same socket (32 MiB receive buffer; its own drops are reported as \"client drops\"); loss = 1 − replies/sent (so it includes client drops: a K0 loss at the maximum rate is the client's receiver falling behind, not the kernel), counting replies until %s after the last request (Kd: proxy_delay + 0.2 s). The fixed rate is paced in batches of rate/1000 every millisecond, catching up after late wake-ups (at most 2 batches at once). With 2 CPUs, the sender, the receiver and pxresp share them, so the maximum rate is a property of this machine as a whole.", "100 ms"),
-		fmt.Sprintf("pxresp CPU per reply = delta of utime+stime in /proc/PID/stat (%d Hz ticks, coarse) and of the threads' schedstat run time (ns), over the whole flood, divided by replies.", clockTicks),
+		fmt.Sprintf("pxresp CPU per reply = delta of utime+stime in /proc/PID/stat (%d Hz ticks, coarse) and of the threads' schedstat run time (ns), over the whole flood, divided by replies.", procstat.TicksPerSecond),
 		"Idle: pxresp with the pod's and N−1 extra veths attached (their far ends up, in one extra namespace, IPv6 disabled there and on the new host sides so that no router solicitation or DAD runs), after 2 s of settling; wake-ups = delta of voluntary+nonvoluntary context switches summed over /proc/PID/task/*/status (a thread that exits during the window would take its count with it).",
 		fmt.Sprintf("Attach latency: for each of %d repetitions a new veth is created with netlink (host side cali*, down; far side up in the extra namespace); the bench waits for pxresp's attach log line, starts a client sending a broadcast request every %s (send, then ppoll up to the period) on the far side, and at T0 (just before the netlink call) sets the host side up; the time is T0 → first reply read. It includes up to one period of request spacing and the client's wake-up. pxresp runs at --log-level info here (attach lines).", c.AttachReps, c.AttachPeriod),
 		fmt.Sprintf("Burst: %d veths created by one `ip -n HOST -batch -` (link add with the peer in the extra namespace + link set up, per interface), then one batch in the extra namespace setting the far ends up; attach times are when pxresp's `msg=attach` lines (--log-level info) were read from its stderr pipe. The target is checked on the time after the host batch returned, since pxresp cannot attach an interface before the kernel has made it; the time from the batch's start is shown too.", c.Burst),

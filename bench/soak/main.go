@@ -59,6 +59,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/procstat"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -317,39 +318,15 @@ func clock(d time.Duration, measured bool) string {
 
 // readProc reads fds, sockets, threads and RSS of pid.
 func readProc(pid int) (Sample, error) {
-	var s Sample
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, socks, err := procstat.FDs(pid)
 	if err != nil {
-		return s, err
+		return Sample{}, err
 	}
-	s.FDs = len(ents)
-	for _, e := range ents {
-		if dst, err := os.Readlink(dir + "/" + e.Name()); err == nil && strings.HasPrefix(dst, "socket:") {
-			s.Sockets++
-		}
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procstat.Status(pid, "Threads", "VmRSS")
 	if err != nil {
-		return s, err
+		return Sample{}, err
 	}
-	for _, line := range strings.Split(string(status), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		switch k {
-		case "Threads":
-			s.Threads, _ = strconv.Atoi(f[0])
-		case "VmRSS":
-			s.RSSKB, _ = strconv.Atoi(f[0])
-		}
-	}
-	if s.Threads == 0 || s.RSSKB == 0 {
-		return s, fmt.Errorf("/proc/%d/status: no Threads or VmRSS", pid)
-	}
-	return s, nil
+	return Sample{FDs: fds, Sockets: len(socks), Threads: int(v[0]), RSSKB: int(v[1])}, nil
 }
 
 // pxproc is the pxresp process and what its log says.

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/procstat"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -40,22 +41,18 @@ type procSnapshot struct {
 func (p *proc) snapshot(t *testing.T) procSnapshot {
 	t.Helper()
 	pid := p.cmd.Process.Pid
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, socks, err := procstat.FDs(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := procSnapshot{FDs: len(ents), Packet: make(map[int]int)}
+	v, err := procstat.Status(pid, "Threads", "VmRSS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := procSnapshot{FDs: fds, Sockets: len(socks), Threads: int(v[0]), RSSKB: int(v[1]), Packet: make(map[int]int)}
 	inodes := make(map[string]bool)
-	for _, e := range ents {
-		dst, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil {
-			continue // closed meanwhile
-		}
-		if ino, ok := strings.CutPrefix(dst, "socket:["); ok {
-			inodes[strings.TrimSuffix(ino, "]")] = true
-			s.Sockets++
-		}
+	for _, ino := range socks {
+		inodes[ino] = true
 	}
 	// sk RefCnt Type Proto Iface R Rmem User Inode
 	pk, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/packet", pid))
@@ -72,23 +69,6 @@ func (p *proc) snapshot(t *testing.T) procSnapshot {
 			t.Fatalf("/proc/%d/net/packet: bad line %q", pid, line)
 		}
 		s.Packet[idx]++
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		switch k {
-		case "Threads":
-			s.Threads, _ = strconv.Atoi(f[0])
-		case "VmRSS":
-			s.RSSKB, _ = strconv.Atoi(f[0])
-		}
 	}
 	return s
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/procstat"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -21,16 +20,15 @@ import (
 // its usual latency.
 
 const (
-	stormLimit      = 200                    // --rate-limit for the test: small, so that it shows
-	stormBurst      = 20                     // what pxresp derives from it (a tenth of a second, at least 10)
-	stormMinFlood   = 2 * time.Second        // the flood lasts at least this long...
-	stormMaxFlood   = 10 * time.Second       // ...and never longer than this
-	stormMaxSent    = 20_000_000             // nor sends more than this many frames
-	stormDrain      = 200 * time.Millisecond // replies still counted after the flood stops
-	stormProbes     = 200                    // pod B's requests, one outstanding at a time
-	stormEvery      = 8 * time.Millisecond   // pod B's pace: 200 probes take ~1.6 s
-	stormWait       = 250 * time.Millisecond // pod B's wait for each answer
-	stormClockTicks = 100                    // sysconf(_SC_CLK_TCK) on Linux
+	stormLimit    = 200                    // --rate-limit for the test: small, so that it shows
+	stormBurst    = 20                     // what pxresp derives from it (a tenth of a second, at least 10)
+	stormMinFlood = 2 * time.Second        // the flood lasts at least this long...
+	stormMaxFlood = 10 * time.Second       // ...and never longer than this
+	stormMaxSent  = 20_000_000             // nor sends more than this many frames
+	stormDrain    = 200 * time.Millisecond // replies still counted after the flood stops
+	stormProbes   = 200                    // pod B's requests, one outstanding at a time
+	stormEvery    = 8 * time.Millisecond   // pod B's pace: 200 probes take ~1.6 s
+	stormWait     = 250 * time.Millisecond // pod B's wait for each answer
 )
 
 // stormStats are pod B's round trips.
@@ -91,49 +89,15 @@ func stormProbe(t *testing.T, c *arptest.Client, req []byte, n int, every time.D
 	return s
 }
 
-// stormCPUTicks returns utime+stime of process pid (all its threads), in clock
-// ticks, from /proc/PID/stat.
+// stormCPUTicks returns utime+stime of process pid (all its threads), in
+// clock ticks.
 func stormCPUTicks(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	ticks, err := procstat.CPUTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ticks, err := parseStatCPUTicks(string(b))
-	if err != nil {
-		t.Fatalf("/proc/%d/stat: %v", pid, err)
-	}
-	return ticks
-}
-
-// parseStatCPUTicks adds utime and stime (fields 14 and 15) of a /proc/PID/stat
-// line. Fields are counted after the last ')', as the command name (field
-// 2) may hold spaces and parentheses.
-func parseStatCPUTicks(stat string) (int64, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("no ')'")
-	}
-	f := strings.Fields(stat[i+1:]) // f[0] is field 3
-	if len(f) < 13 {
-		return 0, fmt.Errorf("%d fields after the command name", len(f))
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return utime + stime, nil
-}
-
-func TestParseStatCPUTicks(t *testing.T) {
-	stat := "4242 (px re) sp)) S 1 2 3 0 -1 4194560 100 0 0 0 37 5 0 0 20 0 3 0 123 456 789"
-	if n, err := parseStatCPUTicks(stat); err != nil || n != 42 {
-		t.Errorf("parseStatCPUTicks = %d, %v; want 37+5 = 42", n, err)
-	}
-	if _, err := parseStatCPUTicks("4242 (pxresp) S 1 2"); err == nil {
-		t.Error("short stat line accepted")
-	}
+	return int64(ticks)
 }
 
 // stormDetachCounts returns the requests, replies and rate_limited counts pxresp
@@ -260,7 +224,7 @@ func TestStormContainment(t *testing.T) {
 	close(bDone)
 	wg.Wait()
 	wall := time.Since(wall0)
-	cpu := float64(stormCPUTicks(t, pid)-cpu0) / stormClockTicks
+	cpu := float64(stormCPUTicks(t, pid)-cpu0) / procstat.TicksPerSecond
 	if recvErr != nil {
 		t.Fatalf("pod A receiver: %v", recvErr)
 	}
