@@ -159,22 +159,15 @@ func (e *env) floodSlot(ctx context.Context, round int, resp string, ifs []strin
 	drain := 100 * time.Millisecond
 	switch resp {
 	case K0, Kd:
-		delay := 0
-		if resp == Kd {
-			delay = e.res.Machine.ProxyDelay
-			// Delayed replies come up to proxy_delay later.
-			drain = time.Duration(delay)*10*time.Millisecond + 200*time.Millisecond
-		}
-		if err := e.setKernel(ctx, ifs, true, delay); err != nil {
+		var delay int
+		var off func() error
+		if delay, off, err = e.kernelOn(ctx, resp, ifs, c); err != nil {
 			return err
 		}
-		defer func() {
-			if oerr := e.setKernel(ctx, ifs, false, 0); oerr != nil {
-				err = errors.Join(err, oerr)
-			}
-		}()
-		if _, err := probe(ctx, c, unicastReq, 100*time.Millisecond, 3*time.Second); err != nil {
-			return fmt.Errorf("kernel proxy_arp not answering: %w", err)
+		defer func() { err = errors.Join(err, off()) }() // err: the named result
+		if resp == Kd {
+			// Delayed replies come up to proxy_delay later.
+			drain = time.Duration(delay)*10*time.Millisecond + 200*time.Millisecond
 		}
 	case P:
 		if err := e.kernelSilent(ctx, ifs); err != nil {

@@ -249,21 +249,11 @@ func (e *env) latencySlot(ctx context.Context, resp string, ms []string, ifs []s
 	maxDur := 30 * time.Second
 	switch resp {
 	case K0, Kd:
-		delay := 0
-		if resp == Kd {
-			delay = e.res.Machine.ProxyDelay
-		}
-		if err := e.setKernel(ctx, ifs, true, delay); err != nil {
+		var off func() error
+		if _, off, err = e.kernelOn(ctx, resp, ifs, c); err != nil {
 			return err
 		}
-		defer func() {
-			if oerr := e.setKernel(ctx, ifs, false, 0); oerr != nil {
-				err = errors.Join(err, oerr)
-			}
-		}()
-		if _, err := probe(ctx, c, unicastReq, 100*time.Millisecond, 3*time.Second); err != nil {
-			return fmt.Errorf("kernel proxy_arp not answering: %w", err)
-		}
+		defer func() { err = errors.Join(err, off()) }() // err: the named result
 		for _, m := range ms {
 			for _, k := range []kind{broadcastReq, unicastReq} {
 				n, timeout := o.Samples, o.timeout

@@ -345,6 +345,23 @@ func (e *env) setKernel(ctx context.Context, ifs []string, on bool, proxyDelay i
 }
 
 // kernelSilent checks that proxy_arp is 0 on all and on every interface of
+// kernelOn turns the kernel's proxy_arp on for resp (K0: proxy_delay 0,
+// Kd: the default proxy_delay, which it returns) on ifs and checks that it
+// answers c. off turns it off again; on an error it is already off.
+func (e *env) kernelOn(ctx context.Context, resp string, ifs []string, c *rawSock) (delay int, off func() error, err error) {
+	if resp == Kd {
+		delay = e.res.Machine.ProxyDelay
+	}
+	if err := e.setKernel(ctx, ifs, true, delay); err != nil {
+		return 0, nil, err
+	}
+	off = func() error { return e.setKernel(ctx, ifs, false, 0) }
+	if _, err := probe(ctx, c, unicastReq, 100*time.Millisecond, 3*time.Second); err != nil {
+		return 0, nil, errors.Join(fmt.Errorf("kernel proxy_arp not answering: %w", err), off())
+	}
+	return delay, off, nil
+}
+
 // ifs, before pxresp is started there.
 func (e *env) kernelSilent(ctx context.Context, ifs []string) error {
 	keys := []string{"net.ipv4.conf.all.proxy_arp"}
