@@ -79,7 +79,7 @@ func (e *env) block(ctx context.Context, s *Series, socks []*rawSock, k kind, n 
 		c.drain()
 	}
 	samples := make([]int64, 0, n)
-	lost, extra := 0, 0
+	lost, extra, sent := 0, 0, 0
 	var ioErr error
 	err := onThread(cpuFor(s.Mode), func() error {
 		t0 := time.Now()
@@ -89,6 +89,7 @@ func (e *env) block(ctx context.Context, s *Series, socks []*rawSock, k kind, n 
 			}
 			c := socks[i%len(socks)]
 			extra += c.drain()
+			sent++
 			ns, err := c.rtt(c.request(k), timeout)
 			switch {
 			case i < skip && err == nil:
@@ -112,6 +113,7 @@ func (e *env) block(ctx context.Context, s *Series, socks []*rawSock, k kind, n 
 		extra += c.drain()
 	}
 	s.Samples = append(s.Samples, samples...)
+	s.Sent += sent
 	s.lost += lost
 	s.Extra += extra
 	s.Rounds = append(s.Rounds, summarize(samples, lost))
@@ -286,9 +288,19 @@ func (e *env) latencySlot(ctx context.Context, resp string, ms []string, ifs []s
 				return fmt.Errorf("pxresp not answering: %w (%s)", err, e.px.lastLines())
 			}
 			for _, k := range []kind{broadcastReq, unicastReq} {
-				if err := e.block(ctx, e.series("pod", P, k, m), []*rawSock{c}, k, o.Samples, o.timeout, maxDur); err != nil {
+				s := e.series("pod", P, k, m)
+				before, err := e.px.snap()
+				if err != nil {
 					return err
 				}
+				if err := e.block(ctx, s, []*rawSock{c}, k, o.Samples, o.timeout, maxDur); err != nil {
+					return err
+				}
+				after, err := e.px.snap()
+				if err != nil {
+					return err
+				}
+				s.PxSwitches += after.Switches - before.Switches
 			}
 			if !e.px.alive() {
 				return fmt.Errorf("pxresp died during the round: %s", e.px.lastLines())

@@ -337,6 +337,10 @@ func renderMarkdown(r *Results) string {
 				}
 				rows = append(rows, []string{name, durCell(k0, p), durCell(kd, p), durCell(pp, p), ratioCell(pp, k0, p), ratioCell(pp, kd, p)})
 			}
+			if pp := r.find("pod", P, k, mode); pp != nil && pp.Sent > 0 {
+				rows = append(rows, []string{fmt.Sprintf("pxresp context switches per request, %s, %s", k, mode), "—", "—",
+					fmt.Sprintf("%.2f", float64(pp.PxSwitches)/float64(pp.Sent)), "—", "—"})
+			}
 		}
 	}
 	for _, mode := range modes {
@@ -496,6 +500,7 @@ func notes(r *Results) []string {
 		"The client thread is locked to one OS thread and reads with a blocking read(2): every round trip, the kernel's included, contains the client's own wake-up when the reply is not already queued when read(2) is called. With K0 the reply is produced inside the sender's write(2) (softirq on the same CPU), so K0 is close to two syscalls. The client uses raw blocking syscalls, not the Go netpoller, so its K0 figure is lower than the 6.5 µs of shared/topology.md (measured with a netpoller-based client), which makes the P/K0 ratios stricter.",
 		fmt.Sprintf("Kd broadcast: ≈0.4 s per sample, so only %d samples per pinning mode (spread over the rounds); its percentiles are rough, p99 and beyond are just the largest samples.", c.KdSamples),
 		"P round trips include whatever pxresp does per frame at --log-level warn; pxresp runs unpinned unless the row says pinned (then `taskset -c 0`, so GOMAXPROCS=1).",
+		"pxresp context switches per request = the delta, over each P latency block, of voluntary+nonvoluntary context switches summed over /proc/PID/task/*/status, divided by the requests the block sent (warm-up included; the block's 20 ms wait for late replies is inside the window).",
 		fmt.Sprintf("Floods: broadcast requests from one pod's AF_PACKET socket on one unpinned thread, replies counted by a second unpinned thread on the same socket (32 MiB receive buffer; its own drops are reported as \"client drops\"); loss = 1 − replies/sent (so it includes client drops: a K0 loss at the maximum rate is the client's receiver falling behind, not the kernel), counting replies until %s after the last request (Kd: proxy_delay + 0.2 s). The fixed rate is paced in batches of rate/1000 every millisecond, catching up after late wake-ups (at most 2 batches at once). With 2 CPUs, the sender, the receiver and pxresp share them, so the maximum rate is a property of this machine as a whole.", "100 ms"),
 		fmt.Sprintf("pxresp CPU per reply = delta of utime+stime in /proc/PID/stat (%d Hz ticks, coarse) and of the threads' schedstat run time (ns), over the whole flood, divided by replies.", procstat.TicksPerSecond),
 		"Idle: pxresp with the pod's and N−1 extra veths attached (their far ends up, in one extra namespace, IPv6 disabled there and on the new host sides so that no router solicitation or DAD runs), after 2 s of settling; wake-ups = delta of voluntary+nonvoluntary context switches summed over /proc/PID/task/*/status (a thread that exits during the window would take its count with it).",

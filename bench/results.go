@@ -61,8 +61,12 @@ type Series struct {
 	Summary   Summary   `json:"summary"`
 	Rounds    []Summary `json:"rounds"`
 	Extra     int       `json:"extra_replies"` // replies beyond one per request (late after a timeout, or duplicates)
-	Samples   []int64   `json:"samples_ns,omitempty"`
-	lost      int
+	Sent      int       `json:"requests_sent"` // requests sent, warm-up included
+	// PxSwitches counts pxresp's context switches (all threads, voluntary
+	// and not) during its P blocks: the wake-ups a request costs it.
+	PxSwitches uint64  `json:"pxresp_context_switches,omitempty"`
+	Samples    []int64 `json:"samples_ns,omitempty"`
+	lost       int
 }
 
 // FloodRun is one flood of broadcast requests from one pod.
