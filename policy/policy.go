@@ -4,6 +4,14 @@
 // tests, logs and metrics. The built-in refusals mirror what the Linux
 // kernel's proxy_arp never answers (net/ipv4/arp.c, arp_process) and apply
 // whatever targets are configured.
+//
+// A Policy works in one of two modes. In GatewayMode (New) it answers a
+// fixed set of addresses: the gateways and target prefixes. In RouteMode
+// (NewRoute) it answers what the kernel's proxy_arp would: any target the
+// host routes out an interface other than the one the request came in on.
+// The route is looked up by the caller, only when NeedsRoute says so, and
+// handed to Decide in Request.Route; the policy itself never looks anything
+// up.
 package policy
 
 import (
@@ -52,6 +60,80 @@ type Request struct {
 	// requester's side of the link (its own address, as far as the host
 	// knows). The kernel's proxy_arp never answers those.
 	TargetOnLink bool
+	// Route is the host's route to TargetIP for a packet from SenderIP
+	// arriving on the request's interface. Only RouteMode policies read
+	// it; the caller fills it in when NeedsRoute returns true.
+	Route RouteClass
+}
+
+// Mode is how a Policy chooses the addresses it answers for.
+type Mode uint8
+
+const (
+	// GatewayMode answers the configured gateways and target prefixes.
+	GatewayMode Mode = iota
+	// RouteMode answers, like the kernel's proxy_arp, any target that the
+	// host routes out another interface (optionally only within the
+	// configured target prefixes).
+	RouteMode
+)
+
+func (m Mode) String() string {
+	switch m {
+	case GatewayMode:
+		return "gateway"
+	case RouteMode:
+		return "route"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ParseMode parses "gateway" or "route".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "gateway":
+		return GatewayMode, nil
+	case "route":
+		return RouteMode, nil
+	}
+	return 0, fmt.Errorf("unknown mode %q: want gateway or route", s)
+}
+
+// RouteClass classifies the host's route to a request's target, as seen
+// by a packet from the requester arriving on the request's interface.
+type RouteClass uint8
+
+const (
+	// RouteUnknown: not looked up, or the lookup failed.
+	RouteUnknown RouteClass = iota
+	// RouteElsewhere: a unicast route out an interface other than the
+	// request's. The kernel's proxy_arp answers these.
+	RouteElsewhere
+	// RouteBack: a unicast route back out the request's interface: the
+	// target is on the requester's side of the link.
+	RouteBack
+	// RouteLocal: the target is one of the host's own addresses. The
+	// kernel answers those itself, proxy_arp or not.
+	RouteLocal
+	// RouteNone: no unicast route (none at all, or unreachable,
+	// blackhole, prohibit, broadcast, multicast...).
+	RouteNone
+)
+
+func (c RouteClass) String() string {
+	switch c {
+	case RouteUnknown:
+		return "unknown"
+	case RouteElsewhere:
+		return "elsewhere"
+	case RouteBack:
+		return "back"
+	case RouteLocal:
+		return "local"
+	case RouteNone:
+		return "none"
+	}
+	return fmt.Sprintf("route(%d)", uint8(c))
 }
 
 // Verdict is the outcome of a decision: Reply, or a reason to ignore.
@@ -77,6 +159,13 @@ const (
 	BadTarget
 	// NotTarget: the target is neither a gateway nor a configured target.
 	NotTarget
+	// NoRoute (route mode): the host has no unicast route to the target.
+	NoRoute
+	// LocalAddress (route mode): the target is one of the host's own
+	// addresses, which the kernel answers itself.
+	LocalAddress
+	// RouteUnknown (route mode): the route could not be looked up.
+	UnknownRoute
 
 	numVerdicts
 )
@@ -94,6 +183,10 @@ var verdictNames = [...]string{
 	BadSender:  "bad-sender",
 	BadTarget:  "bad-target",
 	NotTarget:  "not-a-target",
+	NoRoute:    "no-route",
+
+	LocalAddress: "local-address",
+	UnknownRoute: "route-unknown",
 }
 
 func (v Verdict) String() string {
@@ -106,6 +199,7 @@ func (v Verdict) String() string {
 // Policy holds the addresses pxresp answers for. A Policy is immutable after
 // New and safe for concurrent use.
 type Policy struct {
+	mode     Mode
 	gateways []netip.Addr
 	targets  []netip.Prefix
 }
@@ -120,28 +214,47 @@ func New(gateways []netip.Addr, targets []netip.Prefix) (*Policy, error) {
 		return nil, errors.New("no gateway and no target: nothing to answer for")
 	}
 	p := &Policy{}
+	if err := p.addTargets(targets); err != nil {
+		return nil, err
+	}
 	for _, gw := range gateways {
 		if err := checkUnicast(gw); err != nil {
 			return nil, fmt.Errorf("gateway %v: %w", gw, err)
 		}
 		p.gateways = append(p.gateways, gw)
 	}
+	return p, nil
+}
+
+// NewRoute returns a RouteMode Policy. It answers a target when the host
+// routes it out another interface; with targets, only targets within them
+// (each validated as for New). This is the kernel's proxy_arp, and with
+// single addresses its proxy entries (ip neigh add proxy ADDR dev IF).
+func NewRoute(targets []netip.Prefix) (*Policy, error) {
+	p := &Policy{mode: RouteMode}
+	if err := p.addTargets(targets); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Policy) addTargets(targets []netip.Prefix) error {
 	for _, t := range targets {
 		if !t.IsValid() {
-			return nil, errors.New("target: invalid prefix")
+			return errors.New("target: invalid prefix")
 		}
 		t = t.Masked()
 		if !t.Addr().Is4() {
-			return nil, fmt.Errorf("target %v: not an IPv4 prefix", t)
+			return fmt.Errorf("target %v: not an IPv4 prefix", t)
 		}
 		if t.Bits() == 32 {
 			if err := checkUnicast(t.Addr()); err != nil {
-				return nil, fmt.Errorf("target %v: %w", t, err)
+				return fmt.Errorf("target %v: %w", t, err)
 			}
 		}
 		p.targets = append(p.targets, t)
 	}
-	return p, nil
+	return nil
 }
 
 func checkUnicast(a netip.Addr) error {
@@ -155,6 +268,9 @@ func checkUnicast(a netip.Addr) error {
 	}
 	return nil
 }
+
+// Mode returns the policy's mode.
+func (p *Policy) Mode() Mode { return p.mode }
 
 // Gateways returns the gateway addresses, in configuration order.
 func (p *Policy) Gateways() []netip.Addr { return append([]netip.Addr(nil), p.gateways...) }
@@ -170,6 +286,38 @@ func badTarget(a netip.Addr) bool {
 
 // Decide returns the verdict for r. It never allocates.
 func (p *Policy) Decide(r *Request) Verdict {
+	if v := p.precheck(r); v != Reply {
+		return v
+	}
+	if p.mode == GatewayMode {
+		if r.TargetOnLink {
+			return OwnAddress
+		}
+		return Reply
+	}
+	switch r.Route {
+	case RouteElsewhere:
+		return Reply
+	case RouteBack:
+		return OwnAddress
+	case RouteLocal:
+		return LocalAddress
+	case RouteNone:
+		return NoRoute
+	}
+	return UnknownRoute
+}
+
+// NeedsRoute reports whether Decide needs r.Route: the policy is in
+// RouteMode and r passes every check that does not depend on the route.
+// A caller looks the route up only then, so that probes, gratuitous
+// requests and targets outside the policy cost no lookup.
+func (p *Policy) NeedsRoute(r *Request) bool {
+	return p.mode == RouteMode && p.precheck(r) == Reply
+}
+
+// precheck applies the refusals that do not depend on the route.
+func (p *Policy) precheck(r *Request) Verdict {
 	switch {
 	case r.Delivery != Broadcast && r.Delivery != Unicast:
 		return NotForUs
@@ -183,13 +331,17 @@ func (p *Policy) Decide(r *Request) Verdict {
 		return BadTarget
 	case !p.answersFor(r.TargetIP):
 		return NotTarget
-	case r.TargetOnLink:
-		return OwnAddress
 	}
 	return Reply
 }
 
+// answersFor reports whether a is among the addresses the policy may
+// answer: a gateway or within a target prefix; in RouteMode without
+// targets, any address.
 func (p *Policy) answersFor(a netip.Addr) bool {
+	if p.mode == RouteMode && len(p.targets) == 0 {
+		return true
+	}
 	for _, gw := range p.gateways {
 		if gw == a {
 			return true

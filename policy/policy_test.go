@@ -36,6 +36,17 @@ func TestDecide(t *testing.T) {
 	p := mustNew(t, []netip.Addr{gw}, []netip.Prefix{podNet, extra})
 	gwOnly := mustNew(t, []netip.Addr{gw}, nil)
 
+	route := mustRoute(t, nil)
+	proxy := mustRoute(t, []netip.Prefix{extra})
+	routed := func(c RouteClass, mod func(*Request)) *Request {
+		return req(func(r *Request) {
+			r.Route = c
+			if mod != nil {
+				mod(r)
+			}
+		})
+	}
+
 	tests := []struct {
 		name string
 		p    *Policy
@@ -76,6 +87,22 @@ func TestDecide(t *testing.T) {
 		{"own address but not a target", gwOnly, req(func(r *Request) { r.TargetIP = podB; r.TargetOnLink = true }), NotTarget},
 		{"second gateway", mustNew(t, []netip.Addr{gw, netip.MustParseAddr("169.254.1.2")}, nil),
 			req(func(r *Request) { r.TargetIP = netip.MustParseAddr("169.254.1.2") }), Reply},
+		{"gateway mode ignores Route", gwOnly, routed(RouteNone, nil), Reply},
+
+		{"route mode: routed out another interface", route, routed(RouteElsewhere, nil), Reply},
+		{"route mode: another pod", route, routed(RouteElsewhere, func(r *Request) { r.TargetIP = podB }), Reply},
+		{"route mode: routed back out the interface", route, routed(RouteBack, nil), OwnAddress},
+		{"route mode: a host address", route, routed(RouteLocal, nil), LocalAddress},
+		{"route mode: no route", route, routed(RouteNone, nil), NoRoute},
+		{"route mode: route not looked up", route, routed(RouteUnknown, nil), UnknownRoute},
+		{"route mode ignores TargetOnLink", route, routed(RouteElsewhere, func(r *Request) { r.TargetOnLink = true }), Reply},
+		{"route mode: probe before route", route, routed(RouteElsewhere, func(r *Request) { r.SenderIP = netip.IPv4Unspecified() }), Probe},
+		{"route mode: gratuitous before route", route, routed(RouteElsewhere, func(r *Request) { r.TargetIP = podA }), Gratuitous},
+		{"route mode: other host before route", route, routed(RouteElsewhere, func(r *Request) { r.Delivery = OtherHost }), NotForUs},
+		{"route mode: bad target before route", route, routed(RouteElsewhere, func(r *Request) { r.TargetIP = netip.MustParseAddr("224.0.0.5") }), BadTarget},
+		{"proxy entry: its address", proxy, routed(RouteElsewhere, func(r *Request) { r.TargetIP = extra.Addr() }), Reply},
+		{"proxy entry: its address routed back", proxy, routed(RouteBack, func(r *Request) { r.TargetIP = extra.Addr() }), OwnAddress},
+		{"proxy entry: another address", proxy, routed(RouteElsewhere, nil), NotTarget},
 	}
 	seen := make(map[Verdict]bool)
 	for _, tt := range tests {
@@ -90,6 +117,70 @@ func TestDecide(t *testing.T) {
 		if !seen[v] {
 			t.Errorf("no test case expects verdict %v", v)
 		}
+	}
+}
+
+func mustRoute(t *testing.T, targets []netip.Prefix) *Policy {
+	t.Helper()
+	p, err := NewRoute(targets)
+	if err != nil {
+		t.Fatalf("NewRoute: %v", err)
+	}
+	return p
+}
+
+// NeedsRoute is true exactly when Decide's answer hangs on the route.
+func TestNeedsRoute(t *testing.T) {
+	gwPol := mustNew(t, []netip.Addr{gw}, nil)
+	route := mustRoute(t, nil)
+	proxy := mustRoute(t, []netip.Prefix{extra})
+	tests := []struct {
+		name string
+		p    *Policy
+		r    *Request
+		want bool
+	}{
+		{"gateway mode never", gwPol, req(nil), false},
+		{"route mode, plain request", route, req(nil), true},
+		{"route mode, probe", route, req(func(r *Request) { r.SenderIP = netip.IPv4Unspecified() }), false},
+		{"route mode, gratuitous", route, req(func(r *Request) { r.TargetIP = podA }), false},
+		{"route mode, other host", route, req(func(r *Request) { r.Delivery = OtherHost }), false},
+		{"proxy entry, its address", proxy, req(func(r *Request) { r.TargetIP = extra.Addr() }), true},
+		{"proxy entry, another address", proxy, req(nil), false},
+	}
+	for _, tt := range tests {
+		if got := tt.p.NeedsRoute(tt.r); got != tt.want {
+			t.Errorf("%s: NeedsRoute = %v, want %v", tt.name, got, tt.want)
+		}
+		// Whatever the route, Decide only differs when NeedsRoute said so.
+		if !tt.want {
+			a, b := *tt.r, *tt.r
+			a.Route, b.Route = RouteElsewhere, RouteNone
+			if va, vb := tt.p.Decide(&a), tt.p.Decide(&b); va != vb {
+				t.Errorf("%s: NeedsRoute is false but Decide depends on the route: %v vs %v", tt.name, va, vb)
+			}
+		}
+	}
+}
+
+func TestModes(t *testing.T) {
+	for _, s := range []string{"gateway", "route"} {
+		m, err := ParseMode(s)
+		if err != nil || m.String() != s {
+			t.Errorf("ParseMode(%q) = %v, %v", s, m, err)
+		}
+	}
+	if _, err := ParseMode("proxy"); err == nil || !strings.Contains(err.Error(), `"proxy"`) {
+		t.Errorf("ParseMode(proxy) error = %v, want one naming the value", err)
+	}
+	if p := mustRoute(t, nil); p.Mode() != RouteMode || len(p.Targets()) != 0 {
+		t.Errorf("NewRoute(nil): mode %v targets %v", p.Mode(), p.Targets())
+	}
+	if _, err := NewRoute([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}); err == nil {
+		t.Error("NewRoute accepted a loopback proxy entry")
+	}
+	if p := mustNew(t, []netip.Addr{gw}, nil); p.Mode() != GatewayMode {
+		t.Errorf("New: mode %v", p.Mode())
 	}
 }
 
