@@ -51,6 +51,14 @@
 // after the link came back up can be forgotten, or one flushed by the down
 // kept, until the next change of the link's routes or the next resync.
 //
+// # Changing the selection
+//
+// SetGlobs replaces the globs of a running Watcher (a configuration
+// reload). Run lists the links again and emits Attach for links the new
+// globs select, Detach for attached links they no longer select, and nothing
+// for links that stay selected. Ready is closed once the events of the first
+// listing have been handled: the initial selection is attached.
+//
 // The handler passed to Run is called synchronously, from Run's goroutine,
 // in order; it must return quickly, since notifications wait while it runs.
 // Events never share memory with the Watcher or with each other.
@@ -65,6 +73,7 @@ import (
 	"net/netip"
 	"path"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/vishvananda/netns"
@@ -163,21 +172,17 @@ type Watcher struct {
 	open    func() (source, error) // replaced by tests
 	running atomic.Bool
 	resyncs atomic.Uint64
+
+	newGlobs  chan []string // SetGlobs to Run: the latest globs, at most one pending
+	ready     chan struct{} // closed after the first listing's events
+	readyOnce sync.Once
 }
 
 // New validates cfg and returns a Watcher. An invalid glob is reported with
 // its text, e.g. `invalid interface glob "cali[": syntax error in pattern`.
 func New(cfg Config) (*Watcher, error) {
-	if len(cfg.Globs) == 0 {
-		return nil, errors.New("no interface glob")
-	}
-	for _, g := range cfg.Globs {
-		if g == "" {
-			return nil, errors.New(`invalid interface glob "": empty`)
-		}
-		if _, err := path.Match(g, ""); err != nil {
-			return nil, fmt.Errorf("invalid interface glob %q: %w", g, err)
-		}
+	if err := CheckGlobs(cfg.Globs); err != nil {
+		return nil, err
 	}
 	if cfg.Namespace != nil && !cfg.Namespace.IsOpen() {
 		return nil, errors.New("network namespace handle is closed")
@@ -194,13 +199,57 @@ func New(cfg Config) (*Watcher, error) {
 		ns = *cfg.Namespace
 	}
 	return &Watcher{
-		globs: slices.Clone(cfg.Globs),
-		log:   log,
+		globs:    slices.Clone(cfg.Globs),
+		newGlobs: make(chan []string, 1),
+		ready:    make(chan struct{}),
+		log:      log,
 		open: func() (source, error) {
 			return openNetlink(ns, cfg.RecvBufSize, cfg.RecvBufForce)
 		},
 	}, nil
 }
+
+// CheckGlobs validates interface globs: at least one, none empty, each in
+// path.Match syntax. The error names the bad glob.
+func CheckGlobs(globs []string) error {
+	if len(globs) == 0 {
+		return errors.New("no interface glob")
+	}
+	for _, g := range globs {
+		if g == "" {
+			return errors.New(`invalid interface glob "": empty`)
+		}
+		if _, err := path.Match(g, ""); err != nil {
+			return fmt.Errorf("invalid interface glob %q: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// SetGlobs replaces the Watcher's globs. It is safe to call at any time,
+// also before Run; Run applies the latest globs as soon as it can (see the
+// package doc). An invalid list is refused and changes nothing.
+func (w *Watcher) SetGlobs(globs []string) error {
+	if err := CheckGlobs(globs); err != nil {
+		return err
+	}
+	globs = slices.Clone(globs)
+	for {
+		select {
+		case w.newGlobs <- globs:
+			return nil
+		default:
+		}
+		// A change not yet applied is superseded by this one.
+		select {
+		case <-w.newGlobs:
+		default:
+		}
+	}
+}
+
+// Ready is closed once Run has handled the events of its first listing.
+func (w *Watcher) Ready() <-chan struct{} { return w.ready }
 
 // Match reports whether name matches at least one of globs (path.Match
 // syntax). A malformed glob matches nothing; New rejects those.
@@ -275,10 +324,18 @@ func (w *Watcher) session(ctx context.Context, src source, sub *subscription, st
 		return "", nil
 	}
 	emit(st.reconcile(links, routes))
+	w.readyOnce.Do(func() { close(w.ready) })
 	for {
 		select {
 		case <-ctx.Done():
 			return "", nil
+		case globs := <-w.newGlobs:
+			links, err := retryDump(ctx, w.log, "links", src.listLinks)
+			if err != nil {
+				return "", err
+			}
+			w.log.Debug("interface globs changed", "globs", globs)
+			emit(st.reselect(globs, links))
 		case u, ok := <-sub.links:
 			if !ok {
 				return sub.lost("link", &sub.linkErr), nil

@@ -219,6 +219,29 @@ func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event 
 	return evs
 }
 
+// reselect applies new globs to a fresh listing of links: Detach for
+// attached links that are gone or no longer selected, Attach for newly
+// selected ones, Update for attached links that changed meanwhile. Unlike
+// reconcile it keeps the routes and marks nothing as a resync: the
+// subscription is intact.
+func (s *state) reselect(globs []string, links []netlink.Link) []Event {
+	s.globs = globs
+	present := make(map[int]bool, len(links))
+	for _, l := range links {
+		present[l.Attrs().Index] = true
+	}
+	var evs []Event
+	for _, index := range slices.Sorted(maps.Keys(s.attached)) {
+		if !present[index] {
+			evs = append(evs, s.detach(index)...)
+		}
+	}
+	for _, l := range links {
+		evs = append(evs, s.observe(l.Attrs())...)
+	}
+	return evs
+}
+
 // keyOf returns the key of an IPv4 unicast route of the main table; ok is
 // false for any other route.
 func keyOf(r *netlink.Route) (key routeKey, ok bool) {

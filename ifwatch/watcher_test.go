@@ -545,3 +545,81 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// SetGlobs changes the selection of a running Watcher: links newly
+// selected are attached, links no longer selected detached, links selected
+// before and after get no event at all, and routes are kept.
+func TestSetGlobs(t *testing.T) {
+	a := link{index: 5, name: "caliA"}
+	b := link{index: 6, name: "tap1"}
+	c := link{index: 7, name: "caliC"}
+	src := newFakeSource(
+		[]netlink.Link{a.build(), b.build(), c.build()},
+		[]netlink.Route{route(5, "10.244.0.5/32"), route(6, "10.0.0.6/32")},
+	)
+	h := start(t, src, nil)
+	select {
+	case <-h.w.Ready():
+		t.Fatal("Ready before the first listing")
+	default:
+	}
+	ls, _ := src.nextSubs(t)
+	h.expect("initial", attach(withOnLink(a.want(), "10.244.0.5/32")), attach(c.want()))
+	select {
+	case <-h.w.Ready():
+	case <-time.After(timeout):
+		t.Fatal("Ready not closed after the first listing")
+	}
+
+	if err := h.w.SetGlobs([]string{"caliA", "tap*"}); err != nil {
+		t.Fatal(err)
+	}
+	h.expect("new globs", attach(withOnLink(b.want(), "10.0.0.6/32")), detach(c.want()))
+	// Notifications go on under the new globs.
+	ls.send(t, newLink(link{index: 8, name: "caliD"}))
+	ls.send(t, newLink(link{index: 9, name: "tap2"}))
+	h.expect("after change", attach(link{index: 9, name: "tap2"}.want()))
+
+	for _, bad := range [][]string{nil, {""}, {"cali["}} {
+		if err := h.w.SetGlobs(bad); err == nil {
+			t.Errorf("SetGlobs(%q) accepted", bad)
+		}
+	}
+	h.stop()
+	if n := h.w.Resyncs(); n != 0 {
+		t.Errorf("Resyncs = %d, want 0", n)
+	}
+}
+
+// Only the latest of several pending SetGlobs calls is applied.
+func TestSetGlobsLatestWins(t *testing.T) {
+	a := link{index: 5, name: "caliA"}
+	b := link{index: 6, name: "tap1"}
+	w, err := New(Config{Globs: []string{"none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range [][]string{{"cali*"}, {"x*"}, {"tap*"}} {
+		if err := w.SetGlobs(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := newFakeSource([]netlink.Link{a.build(), b.build()}, nil)
+	w.open = func() (source, error) { return src, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 16)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, func(ev Event) { events <- ev }) }()
+	defer func() { cancel(); <-done }()
+	want := []Event{attach(b.want())}
+	var got []Event
+	for len(got) < len(want) {
+		select {
+		case ev := <-events:
+			got = append(got, ev)
+		case <-time.After(timeout):
+			t.Fatalf("timed out: got %s", eventsString(got))
+		}
+	}
+	checkEvents(t, "latest globs", got, want)
+}
