@@ -2,6 +2,7 @@ package responder
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"slices"
 
@@ -15,7 +16,10 @@ import (
 //   - outgoing frames (our own replies) are dropped;
 //   - frames for another host (PACKET_OTHERHOST) are dropped, except, with
 //     a --mac override, those sent to the override MAC: unicast re-probes go
-//     to a MAC the kernel does not own;
+//     to a MAC the kernel does not own. overrides holds the override MACs
+//     to let through (entries that are not 6 bytes long are skipped): one,
+//     or none, except while SetOverride changes it, when the filter passes
+//     the old and the new MAC for a moment;
 //   - VLAN-tagged frames never reach pxresp as such. The kernel takes the
 //     tag off before it hands the frame to a socket bound to ETH_P_ARP and,
 //     as there is no VLAN device, marks a frame with a VLAN ID other than 0
@@ -32,24 +36,46 @@ import (
 //   - frames that claim to be ARP but are truncated or have bad header fields
 //     or an unknown opcode pass too, so that they are counted as malformed.
 //     Legitimate traffic never contains them, so they cost nothing.
-func filter(override net.HardwareAddr) ([]bpf.RawInstruction, error) {
+func filter(overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
 	const (
 		accept = 0x40000 // snapshot length: the whole frame
 		drop   = 0
 	)
-	// The program is head, otherHost, tail; drop is its last instruction.
-	// Jump offsets count from the next instruction.
-	var otherHost []bpf.Instruction
-	if len(override) == 6 {
-		// Only frames sent to the override MAC pass.
-		otherHost = []bpf.Instruction{
-			bpf.LoadAbsolute{Off: offEthDst, Size: 4},
-			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(override[0:4]), SkipTrue: 0}, // drop
-			bpf.LoadAbsolute{Off: offEthDst + 4, Size: 2},
-			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(binary.BigEndian.Uint16(override[4:6])), SkipTrue: 0}, // drop
+	var macs [][6]byte
+	for _, m := range overrides {
+		if len(m) == 6 && !slices.Contains(macs, [6]byte(m)) {
+			macs = append(macs, [6]byte(m))
 		}
-	} else {
-		otherHost = []bpf.Instruction{bpf.Jump{Skip: 0}} // drop
+	}
+	// The program is head, otherHost, tail; drop is its last instruction.
+	// Jump offsets count from the next instruction, and are filled in once
+	// the layout is known: jumps to "drop", "tail" or "next" (the next
+	// override's check, or drop after the last one) are marked in target.
+	const (
+		toDrop = iota + 1
+		toTail
+		toNext
+	)
+	var otherHost []bpf.Instruction
+	var target []int // per otherHost instruction
+	if len(macs) == 0 {
+		otherHost, target = []bpf.Instruction{bpf.Jump{}}, []int{toDrop}
+	}
+	var starts []int // index in otherHost of each override's check
+	for i, m := range macs {
+		starts = append(starts, len(otherHost))
+		// Only frames sent to one of the override MACs pass.
+		otherHost = append(otherHost,
+			bpf.LoadAbsolute{Off: offEthDst, Size: 4},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(m[0:4])},
+			bpf.LoadAbsolute{Off: offEthDst + 4, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(binary.BigEndian.Uint16(m[4:6]))},
+		)
+		target = append(target, 0, toNext, 0, toNext)
+		if i < len(macs)-1 {
+			otherHost = append(otherHost, bpf.Jump{})
+			target = append(target, toTail)
+		}
 	}
 	tail := []bpf.Instruction{
 		/* 0 */ bpf.LoadExtension{Num: bpf.ExtVLANTagPresent},
@@ -72,16 +98,38 @@ func filter(override net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		/* 2 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.PACKET_OTHERHOST, SkipTrue: uint8(len(otherHost))}, // tail
 	}
 	prog := slices.Concat(head, otherHost, tail)
-	dropAt := len(prog) - 1
-	skipToDrop := func(i int) uint8 { return uint8(dropAt - i - 1) }
-	prog[1] = bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipTrue: skipToDrop(1)}
-	for i := len(head); i < len(head)+len(otherHost); i++ {
+	if len(prog) > 255 {
+		return nil, fmt.Errorf("BPF filter for %d override MACs is too long", len(macs))
+	}
+	dropAt, tailAt := len(prog)-1, len(head)+len(otherHost)
+	prog[1] = bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipTrue: uint8(dropAt - 2)}
+	block := 0
+	for j, tgt := range target {
+		i := len(head) + j
+		if block+1 < len(starts) && j >= starts[block+1] {
+			block++
+		}
+		var to int
+		switch tgt {
+		case 0:
+			continue
+		case toDrop:
+			to = dropAt
+		case toTail:
+			to = tailAt
+		case toNext:
+			to = dropAt
+			if block+1 < len(starts) {
+				to = len(head) + starts[block+1]
+			}
+		}
+		skip := to - i - 1
 		switch in := prog[i].(type) {
 		case bpf.JumpIf:
-			in.SkipTrue = skipToDrop(i)
+			in.SkipTrue = uint8(skip)
 			prog[i] = in
 		case bpf.Jump:
-			in.Skip = uint32(skipToDrop(i))
+			in.Skip = uint32(skip)
 			prog[i] = in
 		}
 	}

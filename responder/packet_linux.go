@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
@@ -23,10 +24,19 @@ const rcvBuf = 4 << 20
 // it was not already.
 const readBufLen = 2048
 
+// oobLen is the control buffer for recvmsg with SO_TIMESTAMPNS: room for
+// the timestamp's message (32 bytes on 64-bit) and some to spare.
+const oobLen = 128
+
 // packetConn is the AF_PACKET transport. It reads and writes with raw
 // syscalls on the socket's file descriptor through syscall.RawConn, so that
 // one wake-up of the Serve goroutine drains every queued frame, and no frame
 // allocates.
+//
+// Opened with timestamps, it reads with recvmsg(2) into a preallocated
+// message header and control buffer, and hands each frame's kernel receive
+// timestamp (SCM_TIMESTAMPNS) to handle; otherwise it reads with read(2),
+// which costs less, and hands 0.
 type packetConn struct {
 	c       *packet.Conn
 	rc      syscall.RawConn
@@ -34,9 +44,14 @@ type packetConn struct {
 
 	buf []byte
 
+	// For recvmsg: msg points at iov (buf) and oob. Used only by readAllTS.
+	oob []byte
+	iov unix.Iovec
+	msg unix.Msghdr
+
 	// Per-call arguments and results of the RawConn callbacks, kept here so
 	// that the callbacks are built once and never allocate.
-	handle  func([]byte)
+	handle  func([]byte, int64)
 	readErr error
 	readFn  func(fd uintptr) bool
 	out     []byte
@@ -45,8 +60,10 @@ type packetConn struct {
 }
 
 // listenPacket opens a raw AF_PACKET socket for ARP on the interface with
-// the given index, in the calling thread's network namespace.
-func listenPacket(index int, name string, override net.HardwareAddr) (*packetConn, error) {
+// the given index, in the calling thread's network namespace. With
+// timestamps, the kernel stamps each frame it receives (SO_TIMESTAMPNS) and
+// receive hands the stamps on.
+func listenPacket(index int, name string, override net.HardwareAddr, timestamps bool) (*packetConn, error) {
 	prog, err := filter(override)
 	if err != nil {
 		return nil, fmt.Errorf("assemble BPF filter: %w", err)
@@ -74,6 +91,21 @@ func listenPacket(index int, name string, override net.HardwareAddr) (*packetCon
 	})
 	p := &packetConn{c: c, rc: rc, buf: make([]byte, readBufLen)}
 	p.readFn = p.readAll
+	if timestamps {
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		}); err != nil || serr != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("set SO_TIMESTAMPNS: %w", errors.Join(err, serr))
+		}
+		p.oob = make([]byte, oobLen)
+		p.iov.Base = &p.buf[0]
+		p.iov.SetLen(len(p.buf))
+		p.msg.Iov = &p.iov
+		p.msg.SetIovlen(1)
+		p.msg.Control = &p.oob[0]
+		p.readFn = p.readAllTS
+	}
 	p.writeFn = p.writeOne
 	return p, nil
 }
@@ -85,7 +117,7 @@ func (p *packetConn) readAll(fd uintptr) bool {
 		n, err := unix.Read(int(fd), p.buf)
 		switch err {
 		case nil:
-			p.handle(p.buf[:n])
+			p.handle(p.buf[:n], 0)
 		case unix.EAGAIN:
 			return false
 		case unix.EINTR:
@@ -97,17 +129,70 @@ func (p *packetConn) readAll(fd uintptr) bool {
 	return true
 }
 
+// readAllTS is readAll with recvmsg(2), for the receive timestamps. It calls
+// the syscall itself: unix.Recvmsg allocates the sender's address and the
+// message header on every call.
+func (p *packetConn) readAllTS(fd uintptr) bool {
+	for !p.closing.Load() {
+		p.msg.SetControllen(len(p.oob))
+		p.msg.Flags = 0
+		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&p.msg)), 0)
+		switch errno {
+		case 0:
+			var rx int64
+			if p.msg.Flags&unix.MSG_CTRUNC == 0 {
+				rx = rxTimestamp(p.oob[:min(int(p.msg.Controllen), len(p.oob))])
+			}
+			p.handle(p.buf[:n], rx)
+		case unix.EAGAIN:
+			return false
+		case unix.EINTR:
+		default:
+			p.readErr = errno
+			return true
+		}
+	}
+	return true
+}
+
+// rxTimestamp returns the time in an SCM_TIMESTAMPNS control message among
+// those in oob, in nanoseconds since the Unix epoch, or 0 if there is none
+// or it is cut short. It does not allocate.
+func rxTimestamp(oob []byte) int64 {
+	const tsLen = int(unsafe.Sizeof(unix.Timespec{}))
+	for hdr := unix.CmsgLen(0); len(oob) >= hdr; {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			return 0
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS {
+			if l < hdr+tsLen {
+				return 0
+			}
+			ts := (*unix.Timespec)(unsafe.Pointer(&oob[hdr]))
+			return ts.Nano()
+		}
+		next := unix.CmsgSpace(l - hdr)
+		if next >= len(oob) {
+			return 0
+		}
+		oob = oob[next:]
+	}
+	return 0
+}
+
 // maxErrors bounds how many socket errors in a row, with no frame between
 // them, receive tolerates. A link going down queues one ENETDOWN, so a
 // healthy socket never comes close; the bound only keeps a broken one from
 // spinning.
 const maxErrors = 64
 
-func (p *packetConn) receive(handle func([]byte), onErr func(error)) error {
+func (p *packetConn) receive(handle func([]byte, int64), onErr func(error)) error {
 	frames := 0
-	p.handle = func(b []byte) {
+	p.handle = func(b []byte, rx int64) {
 		frames++
-		handle(b)
+		handle(b, rx)
 	}
 	defer func() { p.handle = nil }()
 	for errs := 0; ; {
@@ -145,6 +230,17 @@ func (p *packetConn) send(frame []byte) error {
 		return err
 	}
 	return p.sendErr
+}
+
+// setFilter replaces the socket's BPF filter (SO_ATTACH_FILTER on the open
+// socket: the kernel swaps the program atomically, and frames already
+// queued stay queued).
+func (p *packetConn) setFilter(overrides ...net.HardwareAddr) error {
+	prog, err := filter(overrides...)
+	if err != nil {
+		return fmt.Errorf("assemble BPF filter: %w", err)
+	}
+	return p.c.SetBPF(prog)
 }
 
 // bound reports whether the socket is still bound to its interface. The

@@ -69,3 +69,26 @@ func (l *rateLimiter) allow() bool {
 	l.tat = tat
 	return true
 }
+
+// wallClock reads the wall clock (CLOCK_REALTIME, the clock of the kernel's
+// receive timestamps) for the latency observation at the cost of the
+// monotonic clock alone: time.Now reads both clocks (~44 ns on the 2-vCPU
+// VM), monotonicNow one (~24 ns). It adds the monotonic time elapsed since
+// an anchor, a time.Now reading it takes again once it is a second old. The
+// two clocks advance at the same rate (NTP slews both), so the result is
+// the wall clock's, except for up to a second after the wall clock is
+// stepped. Only the Serve goroutine uses it, so it takes no lock.
+type wallClock struct {
+	mono0, wall0 int64 // monotonicNow and Unix nanoseconds at the anchor
+}
+
+// now returns the current wall clock time in Unix nanoseconds.
+func (c *wallClock) now() int64 {
+	m := monotonicNow()
+	if c.wall0 == 0 || m-c.mono0 > int64(time.Second) {
+		t := time.Now()
+		c.wall0, c.mono0 = t.UnixNano(), int64(t.Sub(monoBase))
+		return c.wall0
+	}
+	return c.wall0 + m - c.mono0
+}

@@ -198,3 +198,23 @@ func BenchmarkHandleRateLimit(b *testing.B) {
 		})
 	}
 }
+
+// TestWallClock: the wall clock read from the monotonic clock and an
+// anchor is the wall clock, fresh or re-anchored, and costs no allocation.
+func TestWallClock(t *testing.T) {
+	var c wallClock
+	for i := range 3 {
+		if i == 2 {
+			c.mono0 -= int64(2 * time.Second) // an anchor over a second old
+		}
+		before := time.Now().UnixNano()
+		got := c.now()
+		after := time.Now().UnixNano()
+		if got < before || got > after {
+			t.Errorf("read %d: %d, not within [%d, %d]", i, got, before, after)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { c.now() }); n != 0 {
+		t.Errorf("%v allocs", n)
+	}
+}

@@ -6,15 +6,28 @@
 // be ARP that are malformed, so they can be counted). For each request it
 // asks the policy for a verdict and, on policy.Reply, sends the reply the
 // kernel's proxy_arp would send: unicast to the requester, from the
-// interface's current MAC.
+// interface's current MAC (or the override MAC, which SetOverride changes
+// in place on the open socket).
+//
+// A route-mode policy (policy.NewRoute) decides from the host's route to the
+// target. The Responder asks Config.Router for it only when the policy says
+// the request needs it (policy.NeedsRoute): probes, gratuitous requests and
+// targets outside the policy cost no lookup.
 //
 // Replies are rate limited per interface (Config.RateLimit), so that a pod
 // flooding requests gets a bounded number of answers and costs a bounded
 // amount of work to send them; a request over the limit is counted, not
 // answered.
 //
+// With Config.DryRun a Responder decides, rate limits and counts as usual,
+// and logs at info level each reply it would send, but sends nothing
+// (Stats.DryRun). With Config.Latency it asks the kernel for each request's
+// receive timestamp (SO_TIMESTAMPNS) and, for each reply sent, observes the
+// seconds from that timestamp to the return of the send.
+//
 // The hot path does not allocate, takes no locks and logs only at debug
-// level. A bad frame is dropped and counted; it never ends Serve.
+// level (a dry run logs its would-be replies at info level, which
+// allocates). A bad frame is dropped and counted; it never ends Serve.
 package responder
 
 import (
@@ -63,7 +76,42 @@ type Config struct {
 	// spell; 0 means a tenth of a second's worth of RateLimit, at least
 	// 10. It is ignored without a RateLimit.
 	RateBurst int
+	// Router classifies the host's route to a request's target for
+	// route-mode policies. It is asked only when the policy's NeedsRoute
+	// says so; without a Router such requests get policy.RouteUnknown
+	// (verdict route-unknown). It is fixed for the Responder's life:
+	// SetPolicy may switch between gateway and route mode, and the Router
+	// stays.
+	Router Router
+	// DryRun makes the Responder decide, rate limit, count and log at info
+	// level ("dry run: would reply") each reply it would send, and send
+	// nothing. Would-be replies are counted in Stats.DryRun, not in
+	// Stats.Replies.
+	DryRun bool
+	// Latency, if set, receives one observation per reply sent: the
+	// seconds from the kernel's receive timestamp of the request
+	// (SO_TIMESTAMPNS, CLOCK_REALTIME) to the return of the send. The
+	// socket then reads with recvmsg to get the timestamp. A request
+	// without a timestamp (no or a short control message) is answered and
+	// not observed.
+	Latency Observer
 }
+
+// Router classifies routes for route-mode policies. internal/route.Cache
+// implements it.
+type Router interface {
+	// Route classifies the host's route for a packet from src arriving on
+	// ifindex iif to dst. It is called on the hot path from many
+	// responders at once: it must be safe for concurrent use, not
+	// allocate on a cache hit, and never block for long.
+	Route(iif int, src, dst netip.Addr) policy.RouteClass
+}
+
+// Observer receives latency observations, in seconds.
+// prometheus.Observer (a Histogram or Summary) satisfies it. Observe is
+// called from the Serve goroutine of every Responder that has it: it must be
+// safe for concurrent use and should not allocate.
+type Observer interface{ Observe(float64) }
 
 // Stats are a Responder's counters since it was created.
 type Stats struct {
@@ -86,6 +134,10 @@ type Stats struct {
 	// were not, because the interface's rate limit was reached. They are
 	// counted in Requests too.
 	RateLimited uint64
+	// DryRun counts replies that were due (decided and within the rate
+	// limit) but not sent because of Config.DryRun. They are not in
+	// Replies.
+	DryRun uint64
 }
 
 // state is what the hot path reads: swapped as a whole, read with one atomic
@@ -107,6 +159,12 @@ type Responder struct {
 	t     transport
 	log   *slog.Logger
 	debug bool
+	info  bool
+
+	// Fixed at creation (Config).
+	router  Router
+	dryRun  bool
+	latency Observer
 
 	st atomic.Pointer[state]
 	mu sync.Mutex // serialises the Set methods' read-modify-write of st
@@ -120,9 +178,10 @@ type Responder struct {
 	preq  policy.Request
 	reply [FrameLen]byte
 	limit rateLimiter
+	wall  wallClock
 
-	requests, replies, malformed, sendErrors, readErrors, rateLimited atomic.Uint64
-	ignored                                                           [policy.NumVerdicts]atomic.Uint64
+	requests, replies, malformed, sendErrors, readErrors, rateLimited, dryRuns atomic.Uint64
+	ignored                                                                    [policy.NumVerdicts]atomic.Uint64
 }
 
 // transport moves frames for one interface.
@@ -130,12 +189,19 @@ type transport interface {
 	// receive calls handle for each frame and onErr for each socket error
 	// (ENETDOWN, say) until the transport is closed; then it returns
 	// net.ErrClosed. handle and onErr are never called concurrently. The
-	// frame passed to handle is valid only during the call.
-	receive(handle func(frame []byte), onErr func(error)) error
+	// frame passed to handle is valid only during the call. rx is the
+	// kernel's receive timestamp of the frame in nanoseconds since the Unix
+	// epoch (CLOCK_REALTIME), or 0 if there is none: the transport reads
+	// timestamps only when it was opened for them.
+	receive(handle func(frame []byte, rx int64), onErr func(error)) error
 	// send transmits one frame.
 	send(frame []byte) error
 	// bound reports whether the socket is still bound to the interface.
 	bound() bool
+	// setFilter replaces the socket's BPF filter, in place, with one that
+	// lets through frames for other hosts sent to any of the 6-byte MACs in
+	// overrides (others are ignored). See filter.
+	setFilter(overrides ...net.HardwareAddr) error
 	close() error
 }
 
@@ -146,7 +212,7 @@ func Listen(cfg Config) (*Responder, error) {
 	if err := checkConfig(&cfg); err != nil {
 		return nil, err
 	}
-	t, err := listenPacket(cfg.Index, cfg.Name, cfg.Override)
+	t, err := listenPacket(cfg.Index, cfg.Name, cfg.Override, cfg.Latency != nil)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (ifindex %d): %w", cfg.Name, cfg.Index, err)
 	}
@@ -161,8 +227,23 @@ func checkConfig(cfg *Config) error {
 		return fmt.Errorf("responder for %q: no policy", cfg.Name)
 	case len(cfg.MAC) != 6:
 		return fmt.Errorf("responder for %q: MAC %v is not a 6-byte Ethernet address", cfg.Name, cfg.MAC)
-	case cfg.Override != nil && len(cfg.Override) != 6:
-		return fmt.Errorf("responder for %q: override MAC %v is not a 6-byte Ethernet address", cfg.Name, cfg.Override)
+	case cfg.Override != nil:
+		if err := checkOverride(cfg.Override); err != nil {
+			return fmt.Errorf("responder for %q: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// checkOverride accepts a unicast, non-zero, 6-byte MAC.
+func checkOverride(mac net.HardwareAddr) error {
+	switch {
+	case len(mac) != 6:
+		return fmt.Errorf("override MAC %v is not a 6-byte Ethernet address", mac)
+	case mac[0]&1 == 1:
+		return fmt.Errorf("override MAC %v is not a unicast address", mac)
+	case [6]byte(mac) == [6]byte{}:
+		return fmt.Errorf("override MAC %v is the zero address", mac)
 	}
 	return nil
 }
@@ -179,7 +260,12 @@ func newResponder(t transport, cfg Config) *Responder {
 		t:     t,
 		log:   log,
 		debug: log.Enabled(context.Background(), slog.LevelDebug),
+		info:  log.Enabled(context.Background(), slog.LevelInfo),
 		limit: newRateLimiter(cfg.RateLimit, cfg.RateBurst, monotonicNow),
+
+		router:  cfg.Router,
+		dryRun:  cfg.DryRun,
+		latency: cfg.Latency,
 	}
 	s := &state{policy: cfg.Policy, onLink: slices.Clone(cfg.OnLink)}
 	copy(s.mac[:], cfg.MAC)
@@ -217,8 +303,53 @@ func (r *Responder) SetMAC(mac net.HardwareAddr) {
 	})
 }
 
+// SetOverride changes the MAC replies carry in place of the interface's own
+// (Config.Override, --mac), or with a nil (or empty) mac clears it: replies
+// then carry the interface's MAC again. A mac that is not a 6-byte unicast,
+// non-zero address is an error, and changes nothing.
+//
+// The socket stays open: its BPF filter, which lets through frames for other
+// hosts only when they are sent to the override MAC, is replaced in place,
+// first by one that passes both the old and the new override, then, once
+// the next reply carries the new MAC, by one that passes only the new one.
+// No request to the new MAC (which a pod learns only from a reply carrying
+// it) or broadcast is lost on the way; a request still sent to the old
+// override MAC is not answered (counted not-for-us if it was already
+// queued, dropped by the filter after that).
+func (r *Responder) SetOverride(mac net.HardwareAddr) error {
+	if len(mac) == 0 {
+		mac = nil
+	} else if err := checkOverride(mac); err != nil {
+		return fmt.Errorf("%s: %w", r.name, err)
+	}
+	mac = slices.Clone(mac)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := *r.st.Load()
+	var old net.HardwareAddr
+	if s.override {
+		old = slices.Clone(s.answer[:])
+	}
+	if err := r.t.setFilter(old, mac); err != nil {
+		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
+	}
+	if mac != nil {
+		s.answer, s.override = [6]byte(mac), true
+	} else {
+		s.answer, s.override = s.mac, false
+	}
+	r.st.Store(&s)
+	if err := r.t.setFilter(mac); err != nil {
+		// The new MAC is in use and the filter passes it; it passes the
+		// old one too, and such frames are counted not-for-us.
+		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
+	}
+	return nil
+}
+
 // SetPolicy replaces the policy; the next request is decided by p. A nil
-// policy is ignored.
+// policy is ignored. It may switch between gateway and route mode: the
+// Router from Config serves route mode.
 func (r *Responder) SetPolicy(p *policy.Policy) {
 	if p == nil {
 		return
@@ -252,6 +383,7 @@ func (r *Responder) Stats() Stats {
 		SendErrors:  r.sendErrors.Load(),
 		ReadErrors:  r.readErrors.Load(),
 		RateLimited: r.rateLimited.Load(),
+		DryRun:      r.dryRuns.Load(),
 	}
 	for i := range r.ignored {
 		s.Ignored[i] = r.ignored[i].Load()
@@ -265,7 +397,7 @@ func (r *Responder) Stats() Stats {
 func (r *Responder) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = r.Close() })
 	defer stop()
-	err := r.t.receive(r.handle, r.readError)
+	err := r.t.receive(r.handleAt, r.readError)
 	if r.closed.Load() || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -283,8 +415,12 @@ func (r *Responder) readError(err error) {
 	r.log.Warn("socket read error", "err", err)
 }
 
-// handle processes one frame. It runs on the Serve goroutine only.
-func (r *Responder) handle(frame []byte) {
+// handle processes one frame that has no receive timestamp.
+func (r *Responder) handle(frame []byte) { r.handleAt(frame, 0) }
+
+// handleAt processes one frame received at rx (see transport.receive). It
+// runs on the Serve goroutine only.
+func (r *Responder) handleAt(frame []byte, rx int64) {
 	req := &r.req
 	if err := decodeRequest(frame, req); err != nil {
 		if err == errNotRequest {
@@ -313,11 +449,15 @@ func (r *Responder) handle(frame []byte) {
 		p.Delivery = policy.OtherHost
 	}
 	p.TargetOnLink = onLink(s.onLink, req.tpa)
+	p.Route = policy.RouteUnknown
+	if s.policy.NeedsRoute(p) && r.router != nil {
+		p.Route = r.router.Route(r.index, req.spa, req.tpa)
+	}
 	v := s.policy.Decide(p)
 	if v != policy.Reply {
 		r.ignored[v].Add(1)
 		if r.debug {
-			r.log.Debug("ignored", "verdict", v, "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+			r.log.Debug("ignored", "verdict", v, "sender", req.spa, "target", req.tpa, "delivery", p.Delivery, "route", p.Route)
 		}
 		return
 	}
@@ -330,12 +470,27 @@ func (r *Responder) handle(frame []byte) {
 		}
 		return
 	}
+	if r.dryRun {
+		r.dryRuns.Add(1)
+		if r.info {
+			r.log.Info("dry run: would reply", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery,
+				"mac", net.HardwareAddr(s.answer[:]).String())
+		}
+		return
+	}
 	if err := r.t.send(encodeReply(r.reply[:], req, s.answer)); err != nil {
 		r.sendErrors.Add(1)
 		if r.debug {
 			r.log.Debug("send failed", "err", err)
 		}
 		return
+	}
+	if r.latency != nil && rx != 0 {
+		// Both ends on CLOCK_REALTIME; a step of the clock in between
+		// can make it negative, and then it is not observed.
+		if d := r.wall.now() - rx; d >= 0 {
+			r.latency.Observe(float64(d) / 1e9)
+		}
 	}
 	r.replies.Add(1)
 	if r.debug {

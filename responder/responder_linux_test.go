@@ -21,7 +21,7 @@ import (
 // the kernel's proxy_arp or a Responder in the host namespace answers.
 
 // newClient opens a raw ARP client on pod p's eth0.
-func newClient(t *testing.T, p *topo.Pod) *client {
+func newClient(t testing.TB, p *topo.Pod) *client {
 	t.Helper()
 	c, err := arptest.Open(p.NS, p.PodIf)
 	if err != nil {

@@ -25,29 +25,40 @@ var (
 )
 
 // fakeTransport feeds frames and socket errors from channels, fails when
-// told to, and records what is sent.
+// told to, and records what is sent and the filters set.
 type fakeTransport struct {
 	in      chan []byte
 	errs    chan error // reported through onErr
 	fail    chan error // returned by receive
 	sendErr error
+	// rxAge, if set, makes each frame's receive timestamp that long before
+	// it is handed to the Responder; 0 means no timestamp.
+	rxAge time.Duration
+	// filterErr is returned by setFilter after the first filterOK calls.
+	filterErr error
+	filterOK  int
 
-	mu     sync.Mutex
-	sent   [][]byte
-	closed chan struct{}
-	once   sync.Once
-	closes int
+	mu      sync.Mutex
+	sent    [][]byte
+	filters [][]net.HardwareAddr // the overrides of each setFilter call
+	closed  chan struct{}
+	once    sync.Once
+	closes  int
 }
 
 func newFake() *fakeTransport {
 	return &fakeTransport{in: make(chan []byte), errs: make(chan error), fail: make(chan error), closed: make(chan struct{})}
 }
 
-func (f *fakeTransport) receive(handle func([]byte), onErr func(error)) error {
+func (f *fakeTransport) receive(handle func([]byte, int64), onErr func(error)) error {
 	for {
 		select {
 		case fr := <-f.in:
-			handle(fr)
+			var rx int64
+			if f.rxAge > 0 {
+				rx = time.Now().Add(-f.rxAge).UnixNano()
+			}
+			handle(fr, rx)
 		case err := <-f.errs:
 			onErr(err)
 		case err := <-f.fail:
@@ -69,6 +80,22 @@ func (f *fakeTransport) send(frame []byte) error {
 }
 
 func (f *fakeTransport) bound() bool { return true }
+
+func (f *fakeTransport) setFilter(overrides ...net.HardwareAddr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.filterErr != nil && len(f.filters) >= f.filterOK {
+		return f.filterErr
+	}
+	var macs []net.HardwareAddr
+	for _, m := range overrides {
+		if m != nil {
+			macs = append(macs, bytes.Clone(m))
+		}
+	}
+	f.filters = append(f.filters, macs)
+	return nil
+}
 
 func (f *fakeTransport) close() error {
 	f.mu.Lock()
@@ -414,7 +441,8 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 
 type nopTransport struct{}
 
-func (nopTransport) receive(func([]byte), func(error)) error { return net.ErrClosed }
-func (nopTransport) send([]byte) error                       { return nil }
-func (nopTransport) close() error                            { return nil }
-func (nopTransport) bound() bool                             { return true }
+func (nopTransport) receive(func([]byte, int64), func(error)) error { return net.ErrClosed }
+func (nopTransport) send([]byte) error                              { return nil }
+func (nopTransport) close() error                                   { return nil }
+func (nopTransport) bound() bool                                    { return true }
+func (nopTransport) setFilter(...net.HardwareAddr) error            { return nil }
