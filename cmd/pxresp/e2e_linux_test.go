@@ -21,10 +21,11 @@ import (
 
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/config"
+	"github.com/pxresp/pxresp/internal/diag"
 	"github.com/pxresp/pxresp/internal/leakcheck"
 	"github.com/pxresp/pxresp/internal/topo"
 	"github.com/pxresp/pxresp/internal/topo/topotest"
-	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
 
@@ -419,13 +420,14 @@ func startInProcess(t *testing.T, tp *topo.Topology, cfg ifwatch.Config, hook fu
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	pol, err := policy.New([]netip.Addr{topo.Gateway}, nil)
+	cf, err := config.New("test", &config.Rule{Interfaces: []string{"cali*"}, Gateways: []netip.Addr{topo.Gateway}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	d := newDaemon(ctx, pol, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := newDaemon(ctx, cf, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d.diagnose = func(string, bool) ([]diag.Finding, error) { return nil, nil }
 	d.listen = func(c responder.Config) (server, error) {
 		var r *responder.Responder
 		err := tp.Host.Do(func() (err error) {

@@ -12,20 +12,29 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
 
 // options is the validated command line.
 type options struct {
-	ifaces    []string
-	gateways  []netip.Addr
-	targets   []netip.Prefix
-	mac       net.HardwareAddr
-	logLevel  slog.Level
-	logFormat string
-	rateLimit int // replies per second per interface; 0: no limit
-	version   bool
+	// The single rule of the command line (without --config).
+	ifaces   []string
+	gateways []netip.Addr
+	targets  []netip.Prefix
+	mac      net.HardwareAddr
+	mode     policy.Mode
+
+	configPath string         // --config; SIGHUP reloads it
+	cfg        *config.Config // the rules: from --config, or the rule above
+
+	logLevel    slog.Level
+	logFormat   string
+	rateLimit   int // replies per second per interface; 0: no limit
+	metricsAddr string
+	dryRun      bool
+	version     bool
 }
 
 // usageError is bad input: the message names the flag, and the exit code is 2.
@@ -73,9 +82,9 @@ func envName(flagName string) string {
 // (read with getenv) for every flag not given on the command line.
 func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
 	var (
-		o                        options
-		ifaces, gws, targets     []string
-		mac, logLevel, logFormat string
+		o                              options
+		ifaces, gws, targets           []string
+		mac, logLevel, logFormat, mode string
 	)
 	fs := flag.NewFlagSet("pxresp", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -83,6 +92,10 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 	fs.Var(listFlag{&gws, checkAddr}, "gw", "gateway IPv4 `address` to answer for, e.g. 169.254.1.1 (repeatable)")
 	fs.Var(listFlag{&targets, checkPrefix}, "target", "further IPv4 `address or CIDR` to answer for (repeatable)")
 	fs.StringVar(&mac, "mac", "", "answer with this `MAC` instead of the interface's own")
+	fs.StringVar(&mode, "mode", "gateway", "`mode`: gateway answers --gw and --target; route answers, like the kernel's\nproxy_arp, every address the host routes out another interface (--target limits it)")
+	fs.StringVar(&o.configPath, "config", "", "read the rules from this YAML `file` instead of --iface, --gw, --target,\n--mac and --mode; SIGHUP reloads it (see `pxresp check-config FILE`)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this `host:port` (off unless set)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "decide, log and count what would be answered, but send nothing")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "log `format`: text or json")
 	o.rateLimit = responder.DefaultRateLimit
@@ -92,7 +105,9 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 	// one-line error instead, and the usage text only for --help.
 	fs.Usage = func() {}
 	printUsage := func() {
-		fmt.Fprintf(usage, "Usage: pxresp --iface GLOB --gw ADDR [flags]\n\n"+
+		fmt.Fprintf(usage, "Usage: pxresp --iface GLOB --gw ADDR [flags]\n"+
+			"       pxresp --config FILE [flags]\n"+
+			"       pxresp check-config FILE\n\n"+
 			"Answers ARP requests for a gateway on matching interfaces, in place of the\n"+
 			"kernel's proxy_arp. Every flag can also be set with its PXRESP_* variable\n"+
 			"(comma-separated for repeatable flags); the command line wins.\n\n")
@@ -132,11 +147,30 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 		return &o, nil
 	}
 
-	if len(ifaces) == 0 {
-		return nil, usagef("--iface is required: a glob of the interfaces to serve, such as 'cali*'")
+	if o.configPath != "" {
+		var given []string
+		for _, f := range []string{"iface", "gw", "target", "mac", "mode"} {
+			if set[f] || getenv(envName(f)) != "" {
+				given = append(given, "--"+f)
+			}
+		}
+		if len(given) > 0 {
+			return nil, usagef("--config cannot be combined with %s: put them in the file's rules", strings.Join(given, ", "))
+		}
+	} else if len(ifaces) == 0 {
+		return nil, usagef("--iface is required: a glob of the interfaces to serve, such as 'cali*' (or --config FILE)")
 	}
-	if len(gws) == 0 && len(targets) == 0 {
+	m, err := policy.ParseMode(mode)
+	if err != nil {
+		return nil, usagef("invalid value %q for flag --mode: want gateway or route", mode)
+	}
+	o.mode = m
+	switch {
+	case o.configPath != "":
+	case m == policy.GatewayMode && len(gws) == 0 && len(targets) == 0:
 		return nil, usagef("--gw or --target is required: nothing to answer for")
+	case m == policy.RouteMode && len(gws) > 0:
+		return nil, usagef("--gw cannot be used with --mode route: route mode answers every address routed out another interface; use --target to limit it")
 	}
 	o.ifaces = ifaces
 	for _, s := range gws {
@@ -166,6 +200,23 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 		o.logFormat = logFormat
 	default:
 		return nil, usagef("invalid value %q for flag --log-format: want text or json", logFormat)
+	}
+	if o.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
+			return nil, usagef("invalid value %q for flag --metrics-addr: want host:port, such as 127.0.0.1:9597", o.metricsAddr)
+		}
+	}
+	if o.configPath != "" {
+		// A bad file is bad input like a bad flag: exit 2, file:line: key.
+		if o.cfg, err = config.Load(o.configPath); err != nil {
+			return nil, &usageError{err.Error()}
+		}
+		return &o, nil
+	}
+	o.cfg, err = config.New("command line", &config.Rule{Interfaces: o.ifaces, Mode: o.mode,
+		Gateways: o.gateways, Targets: o.targets, MAC: o.mac})
+	if err != nil {
+		return nil, &usageError{err.Error()}
 	}
 	return &o, nil
 }
@@ -211,18 +262,4 @@ func checkPrefix(s string) error {
 	return err
 }
 
-// parsePrefix accepts an IPv4 address (a /32) or an IPv4 CIDR prefix.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil || !a.Is4() {
-			return netip.Prefix{}, errors.New("not an IPv4 address or CIDR prefix")
-		}
-		return netip.PrefixFrom(a, 32), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, errors.New("not an IPv4 address or CIDR prefix")
-	}
-	return p, nil
-}
+func parsePrefix(s string) (netip.Prefix, error) { return config.ParsePrefix(s) }

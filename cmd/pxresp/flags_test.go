@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
 
@@ -88,6 +91,13 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"rate limit out of range", append(base, "--rate-limit", "99999999999999999999"), nil, "flag --rate-limit"},
 		{"empty rate limit", append(base, "--rate-limit="), nil, `invalid value "" for flag --rate-limit`},
 		{"bad rate limit env", base, map[string]string{"PXRESP_RATE_LIMIT": "-5"}, `invalid value "-5" for PXRESP_RATE_LIMIT (flag --rate-limit)`},
+		{"bad mode", append(base, "--mode", "proxy"), nil, `invalid value "proxy" for flag --mode: want gateway or route`},
+		{"gw in route mode", append(base, "--mode", "route"), nil, "--gw cannot be used with --mode route"},
+		{"config and iface", []string{"--config", "x.yaml", "--iface", "cali*", "--mac", "02:00:00:00:00:01"}, nil,
+			"--config cannot be combined with --iface, --mac: put them in the file's rules"},
+		{"config and env gw", []string{"--config", "x.yaml"}, map[string]string{"PXRESP_GW": "169.254.1.1"}, "--config cannot be combined with --gw"},
+		{"missing config", []string{"--config", "/nonexistent/pxresp.yaml"}, nil, "config: open /nonexistent/pxresp.yaml: no such file"},
+		{"bad metrics addr", append(base, "--metrics-addr", "9597"), nil, `invalid value "9597" for flag --metrics-addr: want host:port`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +116,69 @@ func TestParseFlagsErrors(t *testing.T) {
 				t.Errorf("stderr %q, want one line starting with pxresp:", stderr.String())
 			}
 		})
+	}
+}
+
+func TestParseFlagsModeAndConfig(t *testing.T) {
+	o, err := parseFlags([]string{"--iface", "veth*", "--mode", "route", "--target", "192.168.0.0/16", "--dry-run", "--metrics-addr", ":9597"}, env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.mode != policy.RouteMode || !o.dryRun || o.metricsAddr != ":9597" || len(o.cfg.Rules) != 1 ||
+		o.cfg.Rules[0].Policy().Mode() != policy.RouteMode || o.cfg.Source != "command line" {
+		t.Errorf("route mode options %+v", o)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pxresp.yaml")
+	if err := os.WriteFile(file, []byte(twoRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err = parseFlags([]string{"--config", file}, env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.configPath != file || len(o.cfg.Rules) != 2 || o.cfg.Source != file {
+		t.Errorf("config options %+v", o)
+	}
+	// A bad file is a usage error: exit 2, file:line: key.
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("rules:\n- {interfaces: [a], gateways: [1.2.3]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--config", bad}, env(nil), &stdout, &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), bad+`:2: rules[0].gateways[0]: "1.2.3" is not an IPv4 address`) {
+		t.Errorf("bad config: code %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(good, []byte(twoRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("rules:\n- {interfaces: [a], gateways: [169.254.1.1], colour: red}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args         []string
+		code         int
+		stdout, errs string
+	}{
+		{[]string{"check-config", good}, 0, good + ": valid, 2 rule(s)\n  calico (line 2): interfaces cali*, gateway mode: gateways [169.254.1.1]", ""},
+		{[]string{"check-config", good}, 0, "taps (line 3): interfaces tap*, route mode: addresses routed out another interface, answering with 02:00:00:00:00:aa", ""},
+		{[]string{"check-config", bad}, 1, "", bad + ":2: rules[0].colour: unknown key"},
+		{[]string{"check-config"}, 2, "", "usage: pxresp check-config FILE"},
+		{[]string{"check-config", good, bad}, 2, "", "usage: pxresp check-config FILE"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tt.args, env(nil), &stdout, &stderr)
+		if code != tt.code || !strings.Contains(stdout.String(), tt.stdout) || !strings.Contains(stderr.String(), tt.errs) {
+			t.Errorf("%v: code %d (want %d)\nstdout %q (want %q)\nstderr %q (want %q)", tt.args, code, tt.code,
+				stdout.String(), tt.stdout, stderr.String(), tt.errs)
+		}
 	}
 }
 
