@@ -1,0 +1,467 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/pxresp/pxresp/internal/config"
+	"github.com/pxresp/pxresp/internal/privtest"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// pxrespBinary builds cmd/pxresp once per test run into a directory that
+// every user may read.
+func pxrespBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "pxresp-deploy")
+		if buildErr == nil {
+			buildErr = os.Chmod(binDir, 0o755)
+		}
+		if buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "pxresp"), "github.com/pxresp/pxresp/cmd/pxresp").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "pxresp")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// systemdAnalyze finds systemd-analyze: a skip without it, or a failure
+// when privileged tests are required (CI installs the systemd package).
+func systemdAnalyze(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if privtest.Required() {
+			t.Fatalf("systemd-analyze is missing (Debian package systemd): %v", err)
+		}
+		t.Skipf("systemd-analyze is missing (Debian package systemd): %v", err)
+	}
+	return p
+}
+
+// unitCopy writes pxresp.service into a temporary directory with ExecStart
+// pointing at bin (systemd-analyze verify wants an executable there).
+func unitCopy(t *testing.T, unit []byte, bin string) string {
+	t.Helper()
+	const exec = "/usr/local/bin/pxresp"
+	if !bytes.Contains(unit, []byte("ExecStart="+exec+" ")) {
+		t.Fatalf("pxresp.service: no ExecStart=%s", exec)
+	}
+	path := filepath.Join(t.TempDir(), "pxresp.service")
+	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("="+exec+" "), []byte("="+bin+" ")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// verify runs systemd-analyze verify on the unit file: any output is a
+// problem, since unknown or misspelt keys are only warnings (exit 0).
+func verify(t *testing.T, sa, unit string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, sa, "verify", unit).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		return fmt.Errorf("systemd-analyze verify %s: %v\n%s", filepath.Base(unit), err, out)
+	}
+	return nil
+}
+
+// maxExposure is the overall exposure level that `systemd-analyze security`
+// gave pxresp.service when it was written (systemd 252, Debian 12); higher
+// means a hardening setting was lost.
+const maxExposure = 1.7
+
+// unitDirectives parses a unit file into key -> values, in order.
+func unitDirectives(unit []byte) map[string][]string {
+	m := map[string][]string{}
+	sc := bufio.NewScanner(bytes.NewReader(unit))
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || l[0] == '#' || l[0] == ';' || l[0] == '[' {
+			continue
+		}
+		if k, v, ok := strings.Cut(l, "="); ok {
+			m[k] = append(m[k], v)
+		}
+	}
+	return m
+}
+
+// TestSystemdUnit checks pxresp.service with systemd-analyze: verify (the
+// unit loads, every key is known, the command exists) and security (the
+// exposure level does not rise), and checks the settings pxresp relies on.
+func TestSystemdUnit(t *testing.T) {
+	sa := systemdAnalyze(t)
+	unit := readFile(t, "pxresp.service")
+	bin := pxrespBinary(t)
+
+	if err := verify(t, sa, unitCopy(t, unit, bin)); err != nil {
+		t.Error(err)
+	}
+	// The check itself: a misspelt key and a missing binary are caught.
+	typo := bytes.Replace(unit, []byte("ProtectSystem=strict"), []byte("ProtectSytem=strict"), 1)
+	if err := verify(t, sa, unitCopy(t, typo, bin)); err == nil || !strings.Contains(err.Error(), "ProtectSytem") {
+		t.Errorf("a misspelt key went through verify: %v", err)
+	}
+	if err := verify(t, sa, unitCopy(t, unit, filepath.Join(t.TempDir(), "missing"))); err == nil {
+		t.Error("a missing ExecStart binary went through verify")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, sa, "security", "--offline=yes", unitCopy(t, unit, bin)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security --offline=yes: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`Overall exposure level for pxresp.service: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no exposure level in:\n%s", out)
+	}
+	level, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("systemd-analyze security: exposure %.1f", level)
+	if level > maxExposure {
+		t.Errorf("exposure level %.1f, was %.1f:\n%s", level, maxExposure, out)
+	}
+
+	d := unitDirectives(unit)
+	for k, want := range map[string]string{
+		"ExecStart":               "/usr/local/bin/pxresp --config /etc/pxresp/config.yaml",
+		"ExecReload":              "/bin/kill -HUP $MAINPID",
+		"Type":                    "simple",
+		"DynamicUser":             "yes",
+		"CapabilityBoundingSet":   "CAP_NET_RAW",
+		"AmbientCapabilities":     "CAP_NET_RAW",
+		"NoNewPrivileges":         "yes",
+		"ProtectSystem":           "strict",
+		"ProtectKernelTunables":   "yes",
+		"RestrictAddressFamilies": "AF_PACKET AF_NETLINK AF_INET AF_INET6 AF_UNIX",
+		"Restart":                 "on-failure",
+	} {
+		if got := d[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("%s=%q, want %q", k, got, want)
+		}
+	}
+	// These would hide the host's interfaces, take CAP_NET_RAW out of the
+	// host's user namespace, or hide /proc/sys.
+	for _, k := range []string{"PrivateNetwork", "PrivateUsers", "ProcSubset", "NetworkNamespacePath"} {
+		if v, ok := d[k]; ok {
+			t.Errorf("%s=%q: pxresp must see the host's network and /proc/sys", k, v)
+		}
+	}
+	// The binary takes the flags ExecStart gives it.
+	help, _ := exec.Command(bin, "--help").CombinedOutput()
+	if !bytes.Contains(help, []byte("-config")) {
+		t.Errorf("pxresp --help does not list --config:\n%s", help)
+	}
+}
+
+// document is one YAML document of a manifest and its kind.
+type document struct {
+	line int // where it starts in the file
+	kind string
+	data []byte
+}
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// documents splits a multi-document YAML file.
+func documents(t *testing.T, data []byte) []document {
+	t.Helper()
+	var docs []document
+	line := 1
+	for _, part := range docSep.Split(string(data), -1) {
+		start := line
+		line += strings.Count(part, "\n")
+		if strings.TrimSpace(regexp.MustCompile(`(?m)^\s*#.*$`).ReplaceAllString(part, "")) == "" {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(part), &tm); err != nil {
+			t.Fatalf("document at line %d: %v", start, err)
+		}
+		docs = append(docs, document{start, tm.APIVersion + "/" + tm.Kind, []byte(part)})
+	}
+	return docs
+}
+
+// manifest is daemonset.yaml decoded.
+type manifest struct {
+	sa  *corev1.ServiceAccount
+	cm  *corev1.ConfigMap
+	ds  *appsv1.DaemonSet
+	err error
+}
+
+// decodeManifest decodes every document strictly (unknown or duplicate
+// fields are errors) into its Kubernetes API type.
+func decodeManifest(t *testing.T, data []byte) manifest {
+	t.Helper()
+	var m manifest
+	for _, d := range documents(t, data) {
+		var obj any
+		switch d.kind {
+		case "v1/ServiceAccount":
+			m.sa = &corev1.ServiceAccount{}
+			obj = m.sa
+		case "v1/ConfigMap":
+			m.cm = &corev1.ConfigMap{}
+			obj = m.cm
+		case "apps/v1/DaemonSet":
+			m.ds = &appsv1.DaemonSet{}
+			obj = m.ds
+		default:
+			m.err = fmt.Errorf("line %d: unexpected kind %q", d.line, d.kind)
+			return m
+		}
+		if err := yaml.UnmarshalStrict(d.data, obj); err != nil {
+			m.err = fmt.Errorf("line %d: %s: %w", d.line, d.kind, err)
+			return m
+		}
+	}
+	if m.sa == nil || m.cm == nil || m.ds == nil {
+		m.err = fmt.Errorf("want a ServiceAccount, a ConfigMap and a DaemonSet, got %v %v %v", m.sa != nil, m.cm != nil, m.ds != nil)
+	}
+	return m
+}
+
+// metricsPort is the port of --metrics-addr in the DaemonSet.
+const metricsPort = 9597
+
+// TestDaemonSet decodes daemonset.yaml into the Kubernetes API types,
+// strictly, and checks what pxresp needs and what it must not have.
+func TestDaemonSet(t *testing.T) {
+	data := readFile(t, "daemonset.yaml")
+	m := decodeManifest(t, data)
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	// The strict decode catches a typo.
+	if bad := decodeManifest(t, bytes.Replace(data, []byte("hostNetwork:"), []byte("hostNetwrok:"), 1)); bad.err == nil ||
+		!strings.Contains(bad.err.Error(), "hostNetwrok") {
+		t.Errorf("a misspelt field decoded: %v", bad.err)
+	}
+
+	ds, ns := m.ds, m.ds.Namespace
+	if m.sa.Namespace != ns || m.cm.Namespace != ns {
+		t.Errorf("namespaces: ServiceAccount %q, ConfigMap %q, DaemonSet %q", m.sa.Namespace, m.cm.Namespace, ns)
+	}
+	spec := ds.Spec.Template.Spec
+	sel, err := metav1.LabelSelectorAsMap(ds.Spec.Selector)
+	if err != nil || len(sel) == 0 {
+		t.Errorf("selector %v: %v", ds.Spec.Selector, err)
+	}
+	for k, v := range sel {
+		if ds.Spec.Template.Labels[k] != v {
+			t.Errorf("the selector %s=%s does not match the pod template's labels %v", k, v, ds.Spec.Template.Labels)
+		}
+	}
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType {
+		t.Errorf("updateStrategy %q, want RollingUpdate", ds.Spec.UpdateStrategy.Type)
+	}
+	if !spec.HostNetwork {
+		t.Error("hostNetwork is not true: pxresp must serve the node's interfaces")
+	}
+	if spec.ServiceAccountName != m.sa.Name {
+		t.Errorf("serviceAccountName %q, ServiceAccount %q", spec.ServiceAccountName, m.sa.Name)
+	}
+	if !slices.ContainsFunc(spec.Tolerations, func(tol corev1.Toleration) bool {
+		return tol.Key == "" && tol.Operator == corev1.TolerationOpExists && tol.Effect == ""
+	}) {
+		t.Errorf("tolerations %v: want one that tolerates every taint (operator: Exists), to run on every node", spec.Tolerations)
+	}
+	if len(spec.Containers) != 1 || len(spec.InitContainers) != 0 {
+		t.Fatalf("%d containers, %d init containers; want one container", len(spec.Containers), len(spec.InitContainers))
+	}
+	c := spec.Containers[0]
+
+	// Least privilege: non-root, CAP_NET_RAW only, nothing to gain, nothing
+	// to write.
+	psc, sc := spec.SecurityContext, c.SecurityContext
+	if psc == nil || sc == nil || sc.Capabilities == nil {
+		t.Fatal("pod or container securityContext, or capabilities, missing")
+	}
+	nonRoot := (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) || (psc.RunAsNonRoot != nil && *psc.RunAsNonRoot)
+	uid := sc.RunAsUser
+	if uid == nil {
+		uid = psc.RunAsUser
+	}
+	if !nonRoot || uid == nil || *uid == 0 {
+		t.Errorf("runAsNonRoot %v, runAsUser %v: want a non-root UID", nonRoot, uid)
+	}
+	if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_RAW"}) {
+		t.Errorf("capabilities drop %v add %v, want drop [ALL] add [NET_RAW]", sc.Capabilities.Drop, sc.Capabilities.Add)
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation is not false")
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("privileged")
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("readOnlyRootFilesystem is not true")
+	}
+	if sp := psc.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod seccompProfile %v, want RuntimeDefault", sp)
+	}
+
+	// The config: --config FILE, FILE from the ConfigMap, and valid.
+	args := c.Args
+	arg := func(flag string) string {
+		i := slices.Index(args, flag)
+		if i < 0 || i+1 >= len(args) {
+			t.Errorf("args %q: no %s", args, flag)
+			return ""
+		}
+		return args[i+1]
+	}
+	cfgPath := arg("--config")
+	var vol *corev1.Volume
+	for _, vm := range c.VolumeMounts {
+		if vm.MountPath == filepath.Dir(cfgPath) {
+			if !vm.ReadOnly {
+				t.Errorf("volume mount %s is not read-only", vm.MountPath)
+			}
+			for i := range spec.Volumes {
+				if spec.Volumes[i].Name == vm.Name {
+					vol = &spec.Volumes[i]
+				}
+			}
+		}
+	}
+	if vol == nil || vol.ConfigMap == nil || vol.ConfigMap.Name != m.cm.Name {
+		t.Fatalf("--config %s is not on a volume from ConfigMap %s", cfgPath, m.cm.Name)
+	}
+	text, ok := m.cm.Data[filepath.Base(cfgPath)]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no key %s", m.cm.Name, filepath.Base(cfgPath))
+	}
+	cfg, err := config.Parse("daemonset.yaml ConfigMap "+m.cm.Name, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Match("cali2c7032f0518"); r == nil {
+		t.Error("the ConfigMap's config serves no cali* interface")
+	}
+
+	// Metrics and probes on --metrics-addr.
+	_, port, err := net.SplitHostPort(arg("--metrics-addr"))
+	if err != nil || port != strconv.Itoa(metricsPort) {
+		t.Errorf("--metrics-addr %q (%v): want port %d", arg("--metrics-addr"), err, metricsPort)
+	}
+	var named string
+	for _, p := range c.Ports {
+		if p.ContainerPort == metricsPort && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			named = p.Name
+		}
+	}
+	if named == "" {
+		t.Errorf("ports %v: no TCP container port %d", c.Ports, metricsPort)
+	}
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"liveness", c.LivenessProbe, "/healthz"}, {"readiness", c.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("%s probe: want httpGet %s", p.name, p.path)
+			continue
+		}
+		g := p.probe.HTTPGet
+		if g.Path != p.path || (g.Port.String() != named && g.Port.IntValue() != metricsPort) {
+			t.Errorf("%s probe: httpGet %s port %s, want %s on port %d", p.name, g.Path, g.Port.String(), p.path, metricsPort)
+		}
+	}
+
+	// Resources: requests for scheduling, a memory limit.
+	req, lim := c.Resources.Requests, c.Resources.Limits
+	if req.Cpu().IsZero() || req.Memory().IsZero() || lim.Memory().IsZero() {
+		t.Errorf("resources: requests %v limits %v; want cpu and memory requests and a memory limit", req, lim)
+	}
+	if lim.Memory().Cmp(*req.Memory()) < 0 {
+		t.Errorf("memory limit %v below the request %v", lim.Memory(), req.Memory())
+	}
+}
+
+// TestConfigExample: deploy/config.yaml is valid, and so is each of its
+// commented-out example rules once uncommented.
+func TestConfigExample(t *testing.T) {
+	data := readFile(t, "config.yaml")
+	cfg, err := config.Parse("config.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Match("cali2c7032f0518"); r == nil || r.Name != "calico" {
+		t.Errorf("cali2c7032f0518 is served by %v, want rule calico", r)
+	}
+	// Uncomment "  # - name: ..." rules and their "  #   key: ..." lines.
+	var b strings.Builder
+	rule := regexp.MustCompile(`^  # (- |  )[a-z]+:`)
+	n := 0
+	for _, l := range strings.Split(string(data), "\n") {
+		if rule.MatchString(l) {
+			l = "  " + strings.TrimPrefix(l, "  # ")
+			if strings.HasPrefix(l, "  - ") {
+				n++
+			}
+		}
+		b.WriteString(l + "\n")
+	}
+	all, err := config.Parse("config.yaml, uncommented", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Rules) != 1+n || n < 2 {
+		t.Errorf("uncommented: %d rules, want 1 + %d examples", len(all.Rules), n)
+	}
+}

@@ -1,0 +1,501 @@
+package deploy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/privtest"
+	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/topo/topotest"
+)
+
+// The sandbox tests run pxresp in a test topology the way pxresp.service
+// and daemonset.yaml run it, minus systemd and Kubernetes: the same user,
+// capabilities, no_new_privs, flags and config, checking what it does
+// against what the sandbox allows.
+
+// lookTool finds a command that privileged tests need.
+func lookTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if privtest.Required() {
+			t.Fatalf("%s is missing (Debian package %s): %v", name, pkg, err)
+		}
+		t.Skipf("%s is missing (Debian package %s): %v", name, pkg, err)
+	}
+	return p
+}
+
+// openDir makes a temporary directory that every user may read (the
+// unprivileged pxresp reads its config there), removed when t ends.
+func openDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pxresp-deploy")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// daemon is a pxresp started through a wrapper in a test namespace.
+type daemon struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu    sync.Mutex
+	lines []string
+}
+
+// start runs argv (inside ns, with `ip netns exec`) and collects its stderr.
+func start(t *testing.T, ns *topo.NS, argv ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, argv...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.lines = append(d.lines, sc.Text())
+			d.mu.Unlock()
+		}
+		_ = cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", strings.Join(d.log(), "\n"))
+		}
+	})
+	return d
+}
+
+func (d *daemon) log() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.lines)
+}
+
+// waitLog polls (at most 20 s: strace slows pxresp down) for a log line
+// holding every one of subs.
+func (d *daemon) waitLog(t *testing.T, subs ...string) {
+	t.Helper()
+	for range 2000 {
+		for _, l := range d.log() {
+			if !slices.ContainsFunc(subs, func(s string) bool { return !strings.Contains(l, s) }) {
+				return
+			}
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("exited (%v) before logging %q", d.cmd.ProcessState, subs)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no log line with %q within 20s", subs)
+}
+
+// stop signals pid with SIGTERM and waits at most 10 s for the wrapper.
+func (d *daemon) stop(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after SIGTERM")
+	}
+}
+
+// childPID returns the single child of pid (the process strace traces).
+func childPID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 1 {
+		t.Fatalf("process %d has children %q, want one", pid, f)
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// get does GET path on addr from inside ns and returns status and body.
+func get(t *testing.T, ns *topo.NS, addr, path string) (int, string) {
+	t.Helper()
+	var conn net.Conn
+	if err := ns.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("GET %s%s: %v", addr, path, err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("GET %s%s: %v", addr, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// serves checks that pxresp answers on tp: the existing pod pings the
+// uplink through it, and a pod added now (a new AF_PACKET socket) is
+// attached and answered.
+func serves(t *testing.T, tp *topo.Topology, d *daemon) {
+	t.Helper()
+	ctx := context.Background()
+	pod := tp.Pods[0]
+	if out, err := pod.NS.Exec(ctx, "ping", "-c", "2", "-i", "0.2", "-W", "2", tp.UplinkIP.String()); err != nil ||
+		!strings.Contains(out, " 0% packet loss") {
+		t.Errorf("ping from the pod: %v\n%s", err, out)
+	}
+	np, err := tp.AddPod(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog(t, "msg=attach", "iface="+np.HostIf)
+	c, err := arptest.Open(np.NS, np.PodIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r, err := c.Ask(arptest.Request(np.MAC, np.IP, topo.Gateway, arptest.Broadcast), 5*time.Second); err != nil || r == nil {
+		t.Errorf("a pod added after start is not answered (%v)", err)
+	}
+}
+
+// syscallGroups reads systemd's system call groups: "@name" -> members
+// (names and other groups).
+func syscallGroups(t *testing.T, sa string) map[string][]string {
+	t.Helper()
+	out, err := exec.Command(sa, "syscall-filter").Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze syscall-filter: %v", err)
+	}
+	groups := map[string][]string{}
+	var cur string
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(l, "@"):
+			cur = strings.TrimSpace(l)
+		case cur != "" && strings.HasPrefix(l, " "):
+			if s := strings.TrimSpace(l); s != "" && !strings.HasPrefix(s, "#") {
+				groups[cur] = append(groups[cur], s)
+			}
+		default:
+			cur = ""
+		}
+	}
+	if len(groups["@system-service"]) == 0 {
+		t.Fatalf("no @system-service in systemd-analyze syscall-filter:\n%s", out)
+	}
+	return groups
+}
+
+// allowedSyscalls applies the unit's SystemCallFilter= lines (an allow
+// list, then deny lists starting with "~") the way systemd does; @default
+// is always allowed.
+func allowedSyscalls(t *testing.T, groups map[string][]string, lines []string) map[string]bool {
+	t.Helper()
+	var expand func(name string, into map[string]bool, on bool)
+	expand = func(name string, into map[string]bool, on bool) {
+		if !strings.HasPrefix(name, "@") {
+			into[name] = on
+			return
+		}
+		members, ok := groups[name]
+		if !ok {
+			t.Fatalf("unknown system call group %s", name)
+		}
+		for _, m := range members {
+			expand(m, into, on)
+		}
+	}
+	allowed := map[string]bool{}
+	expand("@default", allowed, true)
+	for i, l := range lines {
+		deny := strings.HasPrefix(l, "~")
+		if i == 0 && deny {
+			t.Fatalf("SystemCallFilter=%s: want an allow list first", l)
+		}
+		for _, name := range strings.Fields(strings.TrimPrefix(l, "~")) {
+			expand(name, allowed, !deny)
+		}
+	}
+	return allowed
+}
+
+// traced is what a strace -f log shows of the traced program.
+type traced struct {
+	syscalls map[string]int // name -> calls
+	families map[string]int // socket() address family -> calls
+	bad      []string       // lines that break a unit setting, and why
+}
+
+var (
+	straceLine = regexp.MustCompile(`^\d+\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()`)
+	socketCall = regexp.MustCompile(`\bsocket\((AF_\w+)`)
+	openCall   = regexp.MustCompile(`\bopenat2?\(.*\b(O_WRONLY|O_RDWR|O_CREAT|O_TRUNC)\b`)
+)
+
+// parseTrace reads an strace -f log from the successful execve of bin on.
+func parseTrace(t *testing.T, path, bin string) traced {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := traced{syscalls: map[string]int{}, families: map[string]int{}}
+	started := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !started {
+			started = strings.Contains(l, `execve("`+bin+`"`) && strings.HasSuffix(l, "= 0")
+			continue
+		}
+		m := straceLine.FindStringSubmatch(l)
+		if m == nil {
+			continue // signals, exits
+		}
+		name := m[1] + m[2]
+		if m[2] != "" { // not a "resumed" line: count each call once
+			tr.syscalls[name]++
+		}
+		if fm := socketCall.FindStringSubmatch(l); fm != nil {
+			tr.families[fm[1]]++
+		}
+		switch {
+		case (name == "mmap" || name == "mprotect" || name == "pkey_mprotect") &&
+			strings.Contains(l, "PROT_WRITE") && strings.Contains(l, "PROT_EXEC"):
+			tr.bad = append(tr.bad, "MemoryDenyWriteExecute: "+l)
+		case strings.Contains(l, "CLONE_NEW") || name == "setns" || name == "unshare":
+			tr.bad = append(tr.bad, "RestrictNamespaces: "+l)
+		case openCall.MatchString(l) && !strings.Contains(l, `"/dev/null"`):
+			tr.bad = append(tr.bad, "ProtectSystem=strict / readOnlyRootFilesystem (opened for writing): "+l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !started {
+		t.Fatalf("%s: no successful execve of %s", path, bin)
+	}
+	return tr
+}
+
+// TestSystemdSandbox runs pxresp as pxresp.service would (an unprivileged
+// user with only the ambient CAP_NET_RAW, the bounding set cut to it,
+// no_new_privs, --config), under strace, through start, traffic, a metrics
+// scrape, a new interface, a reload and a stop, and checks every system
+// call it made against the unit's SystemCallFilter=, every socket against
+// RestrictAddressFamilies=, and MemoryDenyWriteExecute=, RestrictNamespaces=
+// and the read-only file system against what it did.
+func TestSystemdSandbox(t *testing.T) {
+	strace := lookTool(t, "strace", "strace")
+	setpriv := lookTool(t, "setpriv", "util-linux")
+	sa := systemdAnalyze(t)
+	tp := topotest.New(t, 1, "deploy")
+	unit := unitDirectives(readFile(t, "pxresp.service"))
+	allowed := allowedSyscalls(t, syscallGroups(t, sa), unit["SystemCallFilter"])
+	families := strings.Fields(unit["RestrictAddressFamilies"][0])
+	bin := pxrespBinary(t)
+
+	dir := openDir(t)
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, readFile(t, "config.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trace := filepath.Join(dir, "trace")
+	const metrics = "127.0.0.1:9597" // in the test's host namespace
+	d := start(t, tp.Host, strace, "-f", "-qq", "-s", "256", "-o", trace,
+		setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
+		"--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw", "--no-new-privs",
+		bin, "--config", cfg, "--metrics-addr", metrics)
+	d.waitLog(t, "msg=ready")
+	pid := childPID(t, d.cmd.Process.Pid)
+
+	serves(t, tp, d)
+	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
+		if code, body := get(t, tp.Host, metrics, path); code != http.StatusOK {
+			t.Errorf("GET %s: %d %s", path, code, body)
+		}
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog(t, "msg=reloaded")
+	d.stop(t, pid)
+
+	tr := parseTrace(t, trace, bin)
+	var names []string
+	for name := range tr.syscalls {
+		names = append(names, name)
+		if !allowed[name] {
+			t.Errorf("system call %s (%d calls) is outside SystemCallFilter=%q: systemd would fail it", name, tr.syscalls[name], unit["SystemCallFilter"])
+		}
+	}
+	slices.Sort(names)
+	t.Logf("%d distinct system calls: %s", len(names), strings.Join(names, " "))
+	t.Logf("socket families: %v", tr.families)
+	for fam := range tr.families {
+		if !slices.Contains(families, fam) {
+			t.Errorf("socket family %s is outside RestrictAddressFamilies=%s", fam, families)
+		}
+	}
+	if !slices.Contains(names, "socket") || tr.families["AF_PACKET"] < 2 {
+		t.Errorf("the trace shows %d AF_PACKET sockets, want one per pod", tr.families["AF_PACKET"])
+	}
+	for _, b := range tr.bad {
+		t.Error(b)
+	}
+}
+
+// TestDaemonSetSandbox runs pxresp as the DaemonSet's container would run
+// it under a runc-style runtime: user 65532, bounding set {CAP_NET_RAW},
+// CAP_NET_RAW permitted and effective but not ambient before the exec,
+// no_new_privs (allowPrivilegeEscalation: false), the container's args and
+// the ConfigMap's config. With the file capability cap_net_raw=ep on the
+// binary it serves and its probes answer; without, it exits naming
+// CAP_NET_RAW.
+func TestDaemonSetSandbox(t *testing.T) {
+	capsh := lookTool(t, "capsh", "libcap2-bin")
+	setcap := lookTool(t, "setcap", "libcap2-bin")
+	tp := topotest.New(t, 1, "deploy")
+	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	c := m.ds.Spec.Template.Spec.Containers[0]
+	uid := *m.ds.Spec.Template.Spec.SecurityContext.RunAsUser
+
+	dir := openDir(t)
+	args := slices.Clone(c.Args)
+	i := slices.Index(args, "--config")
+	cfg := filepath.Join(dir, filepath.Base(args[i+1]))
+	if err := os.WriteFile(cfg, []byte(m.cm.Data[filepath.Base(args[i+1])]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args[i+1] = cfg
+	plain := filepath.Join(dir, "pxresp")
+	withCap := filepath.Join(dir, "pxresp-cap")
+	for _, p := range []string{plain, withCap} {
+		if err := exec.Command("cp", pxrespBinary(t), p).Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command(setcap, "cap_net_raw=ep", withCap).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v %s", err, out)
+	}
+	// Every capability but CAP_NET_RAW leaves the bounding set.
+	out, err := exec.Command(capsh, "--print").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bm := regexp.MustCompile(`(?m)^Bounding set =(.*)$`).FindSubmatch(out)
+	if bm == nil {
+		t.Fatalf("capsh --print: no bounding set:\n%s", out)
+	}
+	drop := slices.DeleteFunc(strings.Split(strings.TrimSpace(string(bm[1])), ","), func(s string) bool { return s == "cap_net_raw" })
+	runc := func(bin string) []string {
+		return append([]string{capsh, "--drop=" + strings.Join(drop, ","), "--keep=1",
+			"--gid=" + strconv.FormatInt(uid, 10), "--uid=" + strconv.FormatInt(uid, 10), "--caps=cap_net_raw+ep",
+			"--no-new-privs", "--shell=" + bin, "--"}, args...)
+	}
+
+	t.Run("without the file capability", func(t *testing.T) {
+		d := start(t, tp.Host, runc(plain)...)
+		select {
+		case <-d.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("still running after 10s")
+		}
+		if code := d.cmd.ProcessState.ExitCode(); code != 1 || !slices.ContainsFunc(d.log(), func(l string) bool {
+			return strings.Contains(l, "needs CAP_NET_RAW")
+		}) {
+			t.Errorf("exit %d, log %q; want exit 1 naming CAP_NET_RAW", code, d.log())
+		}
+	})
+
+	t.Run("with the file capability", func(t *testing.T) {
+		d := start(t, tp.Host, runc(withCap)...)
+		d.waitLog(t, "msg=ready")
+		pid := d.cmd.Process.Pid // capsh and ip netns exec exec, they do not fork
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{fmt.Sprintf("Uid:\t%d", uid), "CapEff:\t0000000000002000", "CapPrm:\t0000000000002000",
+			"CapBnd:\t0000000000002000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1"} {
+			if !strings.Contains(string(status), want) {
+				t.Errorf("/proc/%d/status lacks %q:\n%s", pid, want, status)
+			}
+		}
+		serves(t, tp, d)
+		// The kubelet probes the pod IP, the node's with hostNetwork.
+		node := net.JoinHostPort(tp.UplinkIP.String(), strconv.Itoa(metricsPort))
+		for _, p := range []string{c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path, "/metrics"} {
+			if code, body := get(t, tp.Host, node, p); code != http.StatusOK {
+				t.Errorf("GET %s: %d %s", p, code, body)
+			}
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "VmHWM:") || strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "Threads:") {
+					t.Log(strings.Join(strings.Fields(l), " "))
+				}
+			}
+		}
+		d.stop(t, pid)
+	})
+}
