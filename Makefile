@@ -60,11 +60,14 @@ staticcheck:
 		GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
 	fi
 
+# SCENARIO=NAME runs one of the seed scenarios instead of the reference
+# node (make demo SCENARIO=list lists them; see internal/scenario).
+SCENARIO ?=
 demo:
 	@if [ "$$(id -u)" -ne 0 ]; then \
 		echo "make demo: must run as root (the demo creates network namespaces): sudo make demo" >&2; exit 1; fi
 	$(MAKE) --no-print-directory build
-	./bin/pxresp-demo --pxresp ./bin/pxresp
+	./bin/pxresp-demo --pxresp ./bin/pxresp $(if $(SCENARIO),--scenario '$(SCENARIO)')
 
 # The benchmark against the kernel's proxy_arp (bench/README.md): as root,
 # under 10 minutes on 2 CPUs; writes bench/results/DATE.{md,json,svg}.

@@ -8,16 +8,23 @@
 // pxresp with SIGTERM and removes every namespace, also when interrupted
 // (Ctrl-C, SIGTERM). Every packet stays inside the demo's namespaces.
 //
-// Usage (as root):
+// With --scenario NAME it runs one of the seed scenarios instead
+// (internal/scenario: pod-pod, pod-host, snat, broken-l2, broken-l2-proxy,
+// cross-node): it prints the scenario's traffic path, builds it, shows the
+// traffic fail without an ARP answerer, starts pxresp where the scenario
+// needs it, shows the traffic go through and the proxied MAC in the
+// neighbour entries, stops pxresp and removes everything. "node", the
+// default, is the demo above; --scenario list lists them all.
 //
-//	pxresp-demo [--pxresp ./bin/pxresp] [--prefix NAME]
+// Usage (as root; --scenario list needs no root):
+//
+//	pxresp-demo [--pxresp ./bin/pxresp] [--prefix NAME] [--scenario NAME|list]
 //
 // It exits 0 when every step passed, 1 when one failed, 2 on bad usage or
 // setup, 130 when interrupted.
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -32,10 +39,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/scenario"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
 var version = "dev"
+
+// nodeScenario is the default demo: the reference node of topology.md.
+const nodeScenario = "node"
 
 const (
 	stepTimeout  = 10 * time.Second // any one command
@@ -102,12 +113,27 @@ func run(ctx context.Context, args []string, out io.Writer) int {
 	fs.SetOutput(out)
 	bin := fs.String("pxresp", "./bin/pxresp", "path of the pxresp binary")
 	prefix := fs.String("prefix", "", "namespace name prefix (default: pxrdemo + pid + random)")
+	scen := fs.String("scenario", nodeScenario, "scenario to run: "+strings.Join(append([]string{nodeScenario}, scenario.Names()...), ", ")+"; list prints them")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(out, "pxresp-demo: unexpected arguments %q\n", fs.Args())
 		return exitUsage
+	}
+	var sc *scenario.Scenario
+	switch *scen {
+	case "list":
+		listScenarios(out)
+		return 0
+	case nodeScenario:
+	default:
+		var ok bool
+		if sc, ok = scenario.Lookup(*scen); !ok {
+			fmt.Fprintf(out, "pxresp-demo: invalid value %q for flag --scenario: want one of %s (or list)\n",
+				*scen, strings.Join(append([]string{nodeScenario}, scenario.Names()...), ", "))
+			return exitUsage
+		}
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(out, "pxresp-demo: must run as root: it creates network namespaces (try: sudo make demo)")
@@ -128,7 +154,7 @@ func run(ctx context.Context, args []string, out io.Writer) int {
 
 	d := &demo{out: out}
 	start := time.Now()
-	d.printf("pxresp demo %s: namespaces %s*, pxresp %s\n", version, *prefix, pxresp)
+	d.printf("pxresp demo %s: scenario %s, namespaces %s*, pxresp %s\n", version, *scen, *prefix, pxresp)
 
 	// Last-resort cleanup: whatever remains under our prefix.
 	defer func() {
@@ -136,7 +162,11 @@ func run(ctx context.Context, args []string, out io.Writer) int {
 			d.printf("cleanup by prefix %s: %v\n", *prefix, err)
 		}
 	}()
-	err = steps(ctx, d, pxresp, *prefix)
+	if sc != nil {
+		err = scenarioSteps(ctx, d, sc, pxresp, *prefix)
+	} else {
+		err = steps(ctx, d, pxresp, *prefix)
+	}
 	code := 0
 	switch {
 	case ctx.Err() != nil:
@@ -193,25 +223,24 @@ func steps(ctx context.Context, d *demo, pxresp, prefix string) (err error) {
 	}
 
 	d.step("Start pxresp in the host namespace")
-	px, err := startPxresp(d, tp.Host, pxresp, "--iface", "cali*", "--gw", topo.Gateway.String(), "--log-level", "info")
+	px, err := startPxresp(d, "pxresp", tp.Host, pxresp, "--iface", "cali*", "--gw", topo.Gateway.String(), "--log-level", "info")
 	if err != nil {
 		d.verdict(false, "%v", err)
 		return nil
 	}
 	defer func() {
-		if px.exited() { // it died early; the step below reported that
+		if px.Exited() { // it died early; the step below reported that
 			return
 		}
 		d.step("Stop pxresp with SIGTERM")
-		code, took, err := px.stop()
-		d.verdict(err == nil && code == 0, "pxresp (pid %d) exited with code %d after %v%s", px.pid(), code, took.Round(time.Millisecond), errOrEmpty(err))
+		stopPxresp(d, px)
 	}()
 	for _, p := range tp.Pods {
-		line, ok := px.waitFor(ctx, attachWait, "attach", p.HostIf)
+		line, ok := px.WaitFor(ctx, attachWait, scenario.Attached(p.HostIf))
 		d.verdict(ok, "pxresp attached %s%s", p.HostIf, orTimeout(line))
 	}
-	if px.exited() {
-		d.verdict(false, "pxresp exited early with code %d", px.cmd.ProcessState.ExitCode())
+	if px.Exited() {
+		d.verdict(false, "pxresp exited early with code %d", px.ExitCode())
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -249,7 +278,7 @@ func steps(ctx context.Context, d *demo, pxresp, prefix string) (err error) {
 		return nil
 	}
 	d.printf("    pod%d %s: eth0 %s/32  <->  host %s\n", p2.Index, p2.NS.Name, p2.IP, p2.HostIf)
-	line, ok := px.waitFor(ctx, attachWait, "attach", p2.HostIf)
+	line, ok := px.WaitFor(ctx, attachWait, scenario.Attached(p2.HostIf))
 	d.verdict(ok, "pxresp attached %s%s", p2.HostIf, orTimeout(line))
 	ok, _ = d.exec(ctx, p2.NS, pingFilter, "ping", "-n", "-c3", "-i0.2", "-W1", p0.IP.String())
 	d.verdict(ok, "pod2 -> pod0 answered")
@@ -259,7 +288,7 @@ func steps(ctx context.Context, d *demo, pxresp, prefix string) (err error) {
 	if err := tp.DelPod(ctx, p2); err != nil {
 		d.verdict(false, "delete pod: %v", err)
 	} else {
-		line, ok := px.waitFor(ctx, attachWait, "detach", p2.HostIf)
+		line, ok := px.WaitFor(ctx, attachWait, scenario.Detached(p2.HostIf))
 		d.verdict(ok, "pxresp detached %s%s", p2.HostIf, orTimeout(line))
 	}
 	return nil
@@ -334,122 +363,26 @@ func arpingArgs(ctx context.Context, ns *topo.NS, target string) []string {
 	return []string{"arping", "-c2", "-w2", flag, "eth0", target}
 }
 
-// proc is the running pxresp.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when it has exited and its output is read
-
-	mu      sync.Mutex
-	lines   []string
-	changed chan struct{} // closed and replaced on every new line
-}
-
-// startPxresp starts `ip netns exec NS bin args...` in its own process
-// group (so a Ctrl-C on the terminal reaches the demo, which then stops
-// pxresp itself) and streams its output, prefixed, into the transcript.
-func startPxresp(d *demo, ns *topo.NS, bin string, args ...string) (*proc, error) {
-	argv := append([]string{"netns", "exec", ns.Name, bin}, args...)
-	d.cmd("ip " + strings.Join(argv[:4], " ") + " " + quoteArgs(args))
-	r, w, err := os.Pipe()
+// startPxresp starts `ip netns exec NS bin args...` (scenario.Start: its
+// own process group, so that a Ctrl-C on the terminal reaches the demo,
+// which then stops pxresp itself) and streams its output, prefixed, into the
+// transcript.
+// label names it in the transcript's log lines.
+func startPxresp(d *demo, label string, ns *topo.NS, bin string, args ...string) (*scenario.Proc, error) {
+	d.cmd("ip netns exec " + ns.Name + " " + bin + " " + quoteArgs(args))
+	p, err := scenario.Start(ns, bin, args, func(line string) { d.printf("    │ %s: %s\n", label, line) })
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("ip", argv...) // `ip netns exec` execs pxresp: same pid
-	cmd.Stdout, cmd.Stderr = w, w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		r.Close()
-		w.Close()
-		return nil, fmt.Errorf("start pxresp: %w", err)
-	}
-	w.Close()
-	p := &proc{cmd: cmd, done: make(chan struct{}), changed: make(chan struct{})}
-	d.printf("    pxresp started, pid %d\n", cmd.Process.Pid)
-	go func() {
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			d.printf("    │ pxresp: %s\n", sc.Text())
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			close(p.changed)
-			p.changed = make(chan struct{})
-			p.mu.Unlock()
-		}
-		r.Close()
-		_ = cmd.Wait()
-		close(p.done)
-	}()
+	d.printf("    pxresp started, pid %d\n", p.Pid())
 	return p, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// waitFor waits at most timeout for a log line that contains every word
-// (case-insensitive) and returns it, or "" and false.
-func (p *proc) waitFor(ctx context.Context, timeout time.Duration, words ...string) (string, bool) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	seen := 0
-	for {
-		p.mu.Lock()
-		lines, changed := p.lines, p.changed
-		p.mu.Unlock()
-		for _, l := range lines[seen:] {
-			if containsAll(strings.ToLower(l), words) {
-				return l, true
-			}
-		}
-		seen = len(lines)
-		select {
-		case <-changed:
-		case <-p.done:
-			return "", false
-		case <-timer.C:
-			return "", false
-		case <-ctx.Done():
-			return "", false
-		}
-	}
-}
-
-func containsAll(s string, words []string) bool {
-	for _, w := range words {
-		if !strings.Contains(s, strings.ToLower(w)) {
-			return false
-		}
-	}
-	return true
-}
-
-// stop sends SIGTERM to pxresp (its pid) and waits at most stopWait, then
-// SIGKILLs it. It returns the exit code (-1 if killed by a signal) and how
-// long it took to exit.
-func (p *proc) stop() (int, time.Duration, error) {
-	t0 := time.Now()
-	if !p.exited() {
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return -1, 0, fmt.Errorf("SIGTERM: %w", err)
-		}
-	}
-	var err error
-	select {
-	case <-p.done:
-	case <-time.After(stopWait):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		err = fmt.Errorf("did not exit within %v: killed", stopWait)
-	}
-	return p.cmd.ProcessState.ExitCode(), time.Since(t0), err
+// stopPxresp stops pxresp with SIGTERM (scenario.Proc.Stop: SIGKILL after
+// stopWait) and records the verdict: exit code 0.
+func stopPxresp(d *demo, p *scenario.Proc) {
+	code, took, err := p.Stop(stopWait)
+	d.verdict(err == nil && code == 0, "pxresp (pid %d) exited with code %d after %v%s", p.Pid(), code, took.Round(time.Millisecond), errOrEmpty(err))
 }
 
 // quoteArgs renders args for the transcript, quoting glob characters.

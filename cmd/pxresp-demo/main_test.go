@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,11 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/privtest"
+	"github.com/pxresp/pxresp/internal/scenario"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -28,7 +31,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asMain) == "1" {
 		main()
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }
 
 // standIn is a pxresp stand-in that lets the kernel's proxy ARP answer.
@@ -51,8 +58,22 @@ func TestQuoteArgs(t *testing.T) {
 	if got := quoteArgs([]string{"--iface", "cali*", "--gw", "169.254.1.1"}); got != "--iface 'cali*' --gw 169.254.1.1" {
 		t.Errorf("quoteArgs = %s", got)
 	}
-	if !containsAll("level=info msg=attach iface=cali0", []string{"ATTACH", "cali0"}) || containsAll("msg=detach iface=cali0", []string{"attach", "cali0"}) {
-		t.Error("containsAll")
+}
+
+func TestScenarioFlag(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"--scenario", "list"}, &out); code != 0 {
+		t.Errorf("--scenario list: exit %d:\n%s", code, out.String())
+	}
+	for _, name := range append([]string{nodeScenario}, scenario.Names()...) {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` `).MatchString(out.String()) {
+			t.Errorf("--scenario list lacks %s:\n%s", name, out.String())
+		}
+	}
+	out.Reset()
+	code := run(context.Background(), []string{"--scenario", "nope"}, &out)
+	if want := `invalid value "nope" for flag --scenario: want one of node, pod-pod`; code != exitUsage || !strings.Contains(out.String(), want) {
+		t.Errorf("unknown scenario: exit %d, output %q; want %d and %q", code, out.String(), exitUsage, want)
 	}
 }
 
@@ -82,42 +103,98 @@ func noneLeft(t *testing.T, prefix string) {
 }
 
 // runDemo runs the demo in-process and returns its exit code and transcript.
-func runDemo(t *testing.T, pxresp string) (int, string) {
+func runDemo(t *testing.T, pxresp string, args ...string) (int, string) {
 	t.Helper()
 	prefix := topo.NewPrefix("pxrdt")
 	t.Cleanup(func() { noneLeft(t, prefix) })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	code := run(ctx, []string{"--pxresp", pxresp, "--prefix", prefix}, &out)
+	code := run(ctx, append([]string{"--pxresp", pxresp, "--prefix", prefix}, args...), &out)
 	return code, out.String()
 }
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// pxrespBinary builds cmd/pxresp once per test run, with the go command
+// that runs the test (go test puts its GOROOT/bin first in PATH), unless
+// PXRESP_SCENARIO_BIN names a binary to test instead.
+func pxrespBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PXRESP_SCENARIO_BIN"); p != "" {
+		return p
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pxresp-demo-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "pxresp")
+		if out, err := exec.Command("go", "build", "-o", binPath, "github.com/pxresp/pxresp/cmd/pxresp").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/pxresp: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// passed matches the summary of a run where every check passed.
+var passed = regexp.MustCompile(`summary: \d+ passed, 0 failed`)
 
 // TestDemoKernelStandIn runs the whole demo with the kernel's proxy ARP in
 // pxresp's place: every step must pass, and nothing may be left.
 func TestDemoKernelStandIn(t *testing.T) {
 	privtest.Require(t)
 	code, out := runDemo(t, standIn)
-	if code != 0 || !regexp.MustCompile(`summary: \d+ passed, 0 failed`).MatchString(out) {
+	if code != 0 || !passed.MatchString(out) {
 		t.Errorf("demo exit %d:\n%s", code, out)
+	}
+}
+
+// TestScenariosKernelStandIn runs every scenario's demo with the kernel's
+// proxy ARP in pxresp's place (route mode is what the kernel does), except
+// the one with a config file, which the stand-in cannot read
+// (internal/scenario tests its kernel reference).
+func TestScenariosKernelStandIn(t *testing.T) {
+	privtest.Require(t)
+	for _, sc := range scenario.All() {
+		t.Run(sc.Name, func(t *testing.T) {
+			if sc.Name == "broken-l2-proxy" {
+				t.Skip("the stand-in cannot read --config; internal/scenario tests the kernel's proxy entries")
+			}
+			code, out := runDemo(t, standIn, "--scenario", sc.Name)
+			if code != 0 || !passed.MatchString(out) || !strings.Contains(out, "namespaces removed (0 left)") {
+				t.Errorf("demo exit %d:\n%s", code, out)
+			}
+		})
+	}
+}
+
+// TestScenariosPxresp runs every scenario's demo with the real pxresp.
+func TestScenariosPxresp(t *testing.T) {
+	privtest.Require(t)
+	bin := pxrespBinary(t)
+	for _, sc := range scenario.All() {
+		t.Run(sc.Name, func(t *testing.T) {
+			code, out := runDemo(t, bin, "--scenario", sc.Name)
+			if code != 0 || !passed.MatchString(out) {
+				t.Errorf("demo exit %d:\n%s", code, out)
+			}
+		})
 	}
 }
 
 // TestDemoPxresp runs the demo with the real pxresp, once cmd/pxresp exists.
 func TestDemoPxresp(t *testing.T) {
 	privtest.Require(t)
-	if _, err := os.Stat("../pxresp"); err != nil {
-		t.Skip("cmd/pxresp does not exist yet")
-	}
-	gotool, err := exec.LookPath("go") // go test puts GOROOT/bin first in PATH
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "pxresp")
-	if out, err := exec.Command(gotool, "build", "-o", bin, "../pxresp").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/pxresp: %v\n%s", err, out)
-	}
-	code, out := runDemo(t, bin)
+	code, out := runDemo(t, pxrespBinary(t))
 	if code != 0 {
 		t.Errorf("demo exit %d:\n%s", code, out)
 	}
@@ -128,17 +205,21 @@ func TestDemoPxresp(t *testing.T) {
 func TestDemoSignal(t *testing.T) {
 	privtest.Require(t)
 	for _, c := range []struct {
-		name  string
-		sig   syscall.Signal
-		after string // send the signal once a line contains this
+		name     string
+		scenario string
+		sig      syscall.Signal
+		after    string // send the signal once a line contains this
+		pids     int    // pxresp processes started by then
 	}{
-		{"SIGINT while building", syscall.SIGINT, "pxresp demo"},
-		{"SIGTERM while pxresp runs", syscall.SIGTERM, "pxresp started, pid"},
+		{"SIGINT while building", nodeScenario, syscall.SIGINT, "pxresp demo", 0},
+		{"SIGTERM while pxresp runs", nodeScenario, syscall.SIGTERM, "pxresp started, pid", 1},
+		{"cross-node: SIGINT while building", "cross-node", syscall.SIGINT, "== 1.", 0},
+		{"cross-node: SIGTERM while both pxresp run", "cross-node", syscall.SIGTERM, "The traffic goes through", 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			prefix := topo.NewPrefix("pxrdt")
 			t.Cleanup(func() { noneLeft(t, prefix) })
-			cmd := exec.Command(os.Args[0], "--pxresp", standIn, "--prefix", prefix)
+			cmd := exec.Command(os.Args[0], "--pxresp", standIn, "--prefix", prefix, "--scenario", c.scenario)
 			cmd.Env = append(os.Environ(), asMain+"=1")
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
@@ -152,13 +233,16 @@ func TestDemoSignal(t *testing.T) {
 			defer killer.Stop()
 
 			var transcript strings.Builder
-			pxPid, sent := 0, false
+			var pxPids []int
+			sent := false
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
 				line := sc.Text()
 				transcript.WriteString(line + "\n")
 				if _, pid, ok := strings.Cut(line, "pxresp started, pid "); ok {
-					pxPid, _ = strconv.Atoi(pid)
+					if n, err := strconv.Atoi(pid); err == nil {
+						pxPids = append(pxPids, n)
+					}
 				}
 				if !sent && strings.Contains(line, c.after) {
 					if err := cmd.Process.Signal(c.sig); err != nil {
@@ -176,13 +260,14 @@ func TestDemoSignal(t *testing.T) {
 			if !sent || !strings.Contains(out, "interrupted") {
 				t.Errorf("signal sent: %v; transcript:\n%s", sent, out)
 			}
-			if pxPid != 0 {
-				if err := syscall.Kill(pxPid, 0); !errors.Is(err, syscall.ESRCH) {
-					t.Errorf("pxresp stand-in pid %d still exists (%v)", pxPid, err)
-					_ = syscall.Kill(pxPid, syscall.SIGKILL)
+			for _, pid := range pxPids {
+				if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+					t.Errorf("pxresp stand-in pid %d still exists (%v)", pid, err)
+					_ = syscall.Kill(pid, syscall.SIGKILL)
 				}
-			} else if c.sig == syscall.SIGTERM {
-				t.Errorf("no pxresp pid in transcript:\n%s", out)
+			}
+			if len(pxPids) < c.pids {
+				t.Errorf("%d pxresp pids in the transcript, want %d:\n%s", len(pxPids), c.pids, out)
 			}
 			if t.Failed() {
 				t.Logf("transcript:\n%s", out)

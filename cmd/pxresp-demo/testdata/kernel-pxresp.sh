@@ -1,18 +1,28 @@
 #!/bin/sh
 # A stand-in for pxresp in pxresp-demo's tests: the kernel's proxy ARP
-# answers instead. It must run in the demo's host namespace (the demo starts
-# it with `ip netns exec HOST`), where it turns on proxy_arp with
-# proxy_delay 0 on each cali* interface once it is up, and logs attach/detach lines like
-# pxresp's. Stops on SIGTERM, or by itself after 60 s.
+# answers instead. It must run in the namespace pxresp would run in (the demo
+# starts it with `ip netns exec NS`), where it turns on proxy_arp with
+# proxy_delay 0 on each interface matching --iface (default cali*) once it is
+# up, and logs attach/detach lines like pxresp's. The kernel's proxy_arp is
+# what pxresp's --mode route does; --config is not understood. Stops on
+# SIGTERM, or by itself after 60 s.
 set -u
 echo "level=INFO msg=start stand-in=kernel-proxy-arp args=\"$*\""
+glob='cali*'
+prev=
+for a in "$@"; do
+	case "$prev" in --iface | -iface) glob=$a ;; esac
+	case "$a" in --iface=* | -iface=*) glob=${a#*=} ;; esac
+	prev=$a
+done
 stop=0
 trap 'stop=1' TERM INT
 known=" "
 i=0
 while [ "$stop" = 0 ] && [ "$i" -lt 1200 ]; do
 	now=" "
-	for path in /sys/class/net/cali*; do
+	# $glob unquoted: the shell expands it.
+	for path in /sys/class/net/$glob; do
 		[ -e "$path" ] || continue
 		ifc=${path##*/}
 		case "$known" in
