@@ -5,6 +5,7 @@
 #                   (PXRESP_PRIVILEGED=1 makes them mandatory: skip -> fail)
 #   make lint       gofmt, go vet, staticcheck (installed if missing)
 #   sudo make demo  build, then run the demo in network namespaces
+#                   (SCENARIO=list shows the seed scenarios; SCENARIO=snat runs one)
 #   make clean
 
 export PATH := $(PATH):/usr/local/go/bin
@@ -40,11 +41,13 @@ test:
 # (copy from $(go env GOCACHE)/fuzz/... to keep it), and writes a failing
 # input to responder/testdata/fuzz/, failing the run.
 FUZZTIME ?= 1m
-FUZZ_TARGETS := FuzzDecode FuzzReply
+# Each entry is PACKAGE:TARGET.
+FUZZ_TARGETS := ./responder:FuzzDecode ./responder:FuzzReply ./internal/config:FuzzParse
 fuzz:
-	@for f in $(FUZZ_TARGETS); do \
-		echo "fuzzing $$f for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./responder || exit 1; \
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; f=$${t##*:}; \
+		echo "fuzzing $$f ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
 lint: staticcheck

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -289,4 +290,40 @@ func TestCheckConfigBinary(t *testing.T) {
 func execCommand(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestSysctlWarnings: at attach, pxresp reads the interface's sysctls and
+// warns once about each that works against it, with the fix: kernel
+// proxy_arp on (double replies), forwarding off, and strict rp_filter with
+// no route to the pod (checked after diagDelay, as the CNI adds the route
+// after the veth). An interface with none of these gets no warning.
+func TestSysctlWarnings(t *testing.T) {
+	tp := newTopo(t, 2)
+	a, b := tp.Pods[0], tp.Pods[1]
+	ctx := context.Background()
+	if err := tp.SetKernelProxyARP(ctx, a.HostIf, true, -1); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range [][2]string{
+		{"net.ipv4.conf." + a.HostIf + ".forwarding", "0"},
+		{"net.ipv4.conf." + a.HostIf + ".rp_filter", "1"},
+	} {
+		if err := tp.Host.Sysctl(ctx, kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tp.Host.IP(ctx, "route", "del", a.IP.String()+"/32", "dev", a.HostIf); err != nil {
+		t.Fatal(err)
+	}
+	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
+	p.waitLog(t, "msg=ready", 1)
+	for _, check := range []string{"check=proxy_arp", "check=forwarding", "check=rp_filter"} {
+		p.waitLog(t, "msg=sysctl", 1, "iface="+a.HostIf, check)
+	}
+	p.waitLog(t, "msg=sysctl", 1, "net.ipv4.conf."+a.HostIf+".proxy_arp=0")
+	time.Sleep(100 * time.Millisecond)
+	if n := p.count("msg=sysctl"); n != 3 {
+		t.Errorf("%d sysctl warnings, want 3 (once per problem, none for %s):\n%s", n, b.HostIf, strings.Join(p.log(), "\n"))
+	}
+	p.stop(t)
 }
