@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,42 +23,15 @@ import (
 
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/privtest"
+	"github.com/pxresp/pxresp/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// pxrespBinary builds cmd/pxresp once per test run into a directory that
-// every user may read.
-func pxrespBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "pxresp-deploy")
-		if buildErr == nil {
-			buildErr = os.Chmod(binDir, 0o755)
-		}
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "pxresp"), "github.com/pxresp/pxresp/cmd/pxresp").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "pxresp")
-}
+// pxrespBinary is the binary under test (internal/testbin).
+func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 

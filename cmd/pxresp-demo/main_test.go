@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,13 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/scenario"
+	"github.com/pxresp/pxresp/internal/testbin"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -32,9 +31,7 @@ func TestMain(m *testing.M) {
 		main()
 	}
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 
@@ -114,36 +111,8 @@ func runDemo(t *testing.T, pxresp string, args ...string) (int, string) {
 	return code, out.String()
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// pxrespBinary builds cmd/pxresp once per test run, with the go command
-// that runs the test (go test puts its GOROOT/bin first in PATH), unless
-// PXRESP_SCENARIO_BIN names a binary to test instead.
-func pxrespBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PXRESP_SCENARIO_BIN"); p != "" {
-		return p
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pxresp-demo-test")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "pxresp")
-		if out, err := exec.Command("go", "build", "-o", binPath, "github.com/pxresp/pxresp/cmd/pxresp").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/pxresp: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// pxrespBinary is the binary under test (internal/testbin).
+func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
 
 // passed matches the summary of a run where every check passed.
 var passed = regexp.MustCompile(`summary: \d+ passed, 0 failed`)

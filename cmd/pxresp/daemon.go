@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,7 +118,9 @@ func (d *daemon) handle(ev ifwatch.Event) {
 				d.detach(a.link)
 				return
 			}
-			d.apply(a, r)
+			if !d.apply(a, r) {
+				return
+			}
 		}
 		if l.MAC.String() != a.link.MAC.String() {
 			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
@@ -171,8 +174,9 @@ func (d *daemon) attach(l ifwatch.Link) {
 	d.checkSysctls(a)
 }
 
-// apply makes a serve rule r, in place: the listener keeps its socket.
-func (d *daemon) apply(a *attachment, r *config.Rule) {
+// apply makes a serve rule r, in place: the listener keeps its socket. It
+// returns false if it had to reopen the listener instead (a is then gone).
+func (d *daemon) apply(a *attachment, r *config.Rule) bool {
 	a.srv.SetPolicy(r.Policy())
 	if !bytes.Equal(a.rule.MAC, r.MAC) {
 		if err := a.srv.SetOverride(r.MAC); err != nil {
@@ -181,13 +185,14 @@ func (d *daemon) apply(a *attachment, r *config.Rule) {
 			d.log.Error("changing the answer MAC failed; reopening", "iface", a.link.Name, "err", err)
 			d.detach(a.link)
 			d.attach(a.link)
-			return
+			return false
 		}
 	}
 	if a.rule.Name != r.Name || a.rule.Mode != r.Mode {
 		d.log.Info("rule changed", "iface", a.link.Name, "ifindex", a.link.Index, "rule", r.Name, "mode", r.Mode.String())
 	}
 	a.rule = r
+	return true
 }
 
 // maxClosing bounds how many sockets are closed at once. Each close blocks
@@ -243,8 +248,9 @@ func (d *daemon) reload(cfg *config.Config) {
 }
 
 // checkSysctls warns, once per attach, about sysctls that undo or double
-// pxresp's work on a's interface. The reverse-path check waits diagDelay
-// for the pod's route.
+// pxresp's work on a's interface. A reverse-path problem is reported only
+// if it remains diagDelay later: the CNI adds the pod's route after the
+// veth appears.
 func (d *daemon) checkSysctls(a *attachment) {
 	warn := func(fs []diag.Finding, check func(string) bool) {
 		for _, f := range fs {
@@ -253,23 +259,25 @@ func (d *daemon) checkSysctls(a *attachment) {
 			}
 		}
 	}
-	fs, err := d.diagnose(a.link.Name, true)
+	fs, err := d.diagnose(a.link.Name, len(a.link.OnLink) > 0)
 	if err != nil {
 		d.log.Debug("sysctl check failed", "iface", a.link.Name, "err", err)
 		return
 	}
-	warn(fs, func(c string) bool { return c != "rp_filter" })
+	warn(fs, func(c string) bool { return c != diag.RPFilter })
+	if !slices.ContainsFunc(fs, func(f diag.Finding) bool { return f.Check == diag.RPFilter }) {
+		return
+	}
 	time.AfterFunc(d.diagDelay, func() {
 		d.mu.Lock()
 		still := d.attached[a.link.Index] == a
 		name, hasRoute := a.link.Name, len(a.link.OnLink) > 0
 		d.mu.Unlock()
-		if !still || d.ctx.Err() != nil {
+		if !still || hasRoute || d.ctx.Err() != nil {
 			return
 		}
-		fs, err := d.diagnose(name, hasRoute)
-		if err == nil {
-			warn(fs, func(c string) bool { return c == "rp_filter" })
+		if fs, err := d.diagnose(name, false); err == nil {
+			warn(fs, func(c string) bool { return c == diag.RPFilter })
 		}
 	})
 }

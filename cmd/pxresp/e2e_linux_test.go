@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/diag"
 	"github.com/pxresp/pxresp/internal/leakcheck"
+	"github.com/pxresp/pxresp/internal/testbin"
 	"github.com/pxresp/pxresp/internal/topo"
 	"github.com/pxresp/pxresp/internal/topo/topotest"
 	"github.com/pxresp/pxresp/responder"
@@ -34,43 +34,12 @@ import (
 // and real clients in the pod namespaces (the pod's kernel, ping, arping,
 // raw ARP frames) talk through it.
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// pxrespBinary builds the binary once per test run, with the go command
-// that runs the test (go test puts its GOROOT/bin first in PATH).
-func pxrespBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pxresp-e2e")
-		if err == nil {
-			// Tests run the binary as an unprivileged user too.
-			err = os.Chmod(dir, 0o755)
-		}
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "pxresp")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// pxrespBinary is the binary under test (internal/testbin).
+func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 
@@ -116,6 +85,9 @@ func startPxrespAs(t *testing.T, tp *topo.Topology, wrapper []string, args ...st
 		}
 	})
 	p.waitLog(t, "msg=start", 1)
+	// Once ready, pxresp drops its capabilities (or logs that there is
+	// nothing to drop); tests that count its fds start after that.
+	p.waitLog(t, "privileges", 1)
 	return p
 }
 

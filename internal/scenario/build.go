@@ -200,16 +200,16 @@ func addNode(ctx context.Context, n *Net, in *Instance, short, sinkShort string,
 	if err := veth(ctx, h, "up0", nil, s, "eth0", nil); err != nil {
 		return nil, err
 	}
-	if err := ipIn(ctx, h, "addr", "add", hostIP.String()+"/24", "dev", "up0"); err != nil {
+	if err := h.IP(ctx, "addr", "add", hostIP.String()+"/24", "dev", "up0"); err != nil {
 		return nil, err
 	}
-	if err := ipIn(ctx, s, "addr", "add", sinkIP.String()+"/24", "dev", "eth0"); err != nil {
+	if err := s.IP(ctx, "addr", "add", sinkIP.String()+"/24", "dev", "eth0"); err != nil {
 		return nil, err
 	}
 	if err := up(ctx, nsLink{h, "up0"}, nsLink{s, "eth0"}); err != nil {
 		return nil, err
 	}
-	if err := ipIn(ctx, h, "route", "add", "default", "via", sinkIP.String(), "dev", "up0"); err != nil {
+	if err := h.IP(ctx, "route", "add", "default", "via", sinkIP.String(), "dev", "up0"); err != nil {
 		return nil, err
 	}
 	in.Layout = append(in.Layout,
@@ -237,7 +237,7 @@ func addPod(ctx context.Context, n *Net, in *Instance, host *topo.NS, short stri
 	if err := veth(ctx, host, p.hostIf, topo.GatewayMAC, ns, "eth0", nil); err != nil {
 		return nil, err
 	}
-	if err := ipIn(ctx, ns, "addr", "add", ip.String()+"/32", "dev", "eth0"); err != nil {
+	if err := ns.IP(ctx, "addr", "add", ip.String()+"/32", "dev", "eth0"); err != nil {
 		return nil, err
 	}
 	if err := up(ctx, nsLink{host, p.hostIf}, nsLink{ns, "eth0"}); err != nil {
@@ -252,7 +252,7 @@ func addPod(ctx context.Context, n *Net, in *Instance, host *topo.NS, short stri
 		{ns, []string{"route", "add", gw, "dev", "eth0", "scope", "link"}},
 		{ns, []string{"route", "add", "default", "via", gw, "dev", "eth0"}},
 	} {
-		if err := ipIn(ctx, st.ns, st.args...); err != nil {
+		if err := st.ns.IP(ctx, st.args...); err != nil {
 			return nil, err
 		}
 	}
@@ -331,7 +331,7 @@ func buildSNAT(ctx context.Context, n *Net, in *Instance) error {
 	if err := veth(ctx, h, hostIf, nil, c, clientIf, nil); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, c, "addr", "add", snatClient.String(), "dev", clientIf); err != nil {
+	if err := c.IP(ctx, "addr", "add", snatClient.String(), "dev", clientIf); err != nil {
 		return err
 	}
 	if err := up(ctx, nsLink{h, hostIf}, nsLink{c, clientIf}); err != nil {
@@ -346,7 +346,7 @@ func buildSNAT(ctx context.Context, n *Net, in *Instance) error {
 		{c, []string{"route", "add", "default", "via", gw, "dev", clientIf}},
 		{h, []string{"route", "add", snatClient.Masked().String(), "dev", hostIf, "scope", "link"}},
 	} {
-		if err := ipIn(ctx, st.ns, st.args...); err != nil {
+		if err := st.ns.IP(ctx, st.args...); err != nil {
 			return err
 		}
 	}
@@ -354,7 +354,7 @@ func buildSNAT(ctx context.Context, n *Net, in *Instance) error {
 	if err != nil {
 		return err
 	}
-	mac, err := linkMAC(ctx, h, hostIf)
+	mac, err := h.LinkMAC(ctx, hostIf)
 	if err != nil {
 		return err
 	}
@@ -437,33 +437,33 @@ func buildBrokenL2(ctx context.Context, n *Net, in *Instance, entries bool) erro
 	if err := veth(ctx, px, "vethB", nil, b, "eth0", nil); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, a, "addr", "add", l2A.String(), "dev", "eth0"); err != nil {
+	if err := a.IP(ctx, "addr", "add", l2A.String(), "dev", "eth0"); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, b, "addr", "add", l2B.String(), "dev", "eth0"); err != nil {
+	if err := b.IP(ctx, "addr", "add", l2B.String(), "dev", "eth0"); err != nil {
 		return err
 	}
 	if err := up(ctx, nsLink{px, "vethA"}, nsLink{a, "eth0"}, nsLink{px, "vethB"}, nsLink{b, "eth0"}); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, px, "route", "add", l2A.Addr().String(), "dev", "vethA", "scope", "link"); err != nil {
+	if err := px.IP(ctx, "route", "add", l2A.Addr().String(), "dev", "vethA", "scope", "link"); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, px, "route", "add", l2B.Addr().String(), "dev", "vethB", "scope", "link"); err != nil {
+	if err := px.IP(ctx, "route", "add", l2B.Addr().String(), "dev", "vethB", "scope", "link"); err != nil {
 		return err
 	}
 	// Two routes for the probes below, to addresses where no host is.
-	if err := ipIn(ctx, px, "route", "add", l2BSide.String(), "dev", "vethB", "scope", "link"); err != nil {
+	if err := px.IP(ctx, "route", "add", l2BSide.String(), "dev", "vethB", "scope", "link"); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, px, "route", "add", l2ASide.String(), "dev", "vethA", "scope", "link"); err != nil {
+	if err := px.IP(ctx, "route", "add", l2ASide.String(), "dev", "vethA", "scope", "link"); err != nil {
 		return err
 	}
-	macA, err := linkMAC(ctx, px, "vethA")
+	macA, err := px.LinkMAC(ctx, "vethA")
 	if err != nil {
 		return err
 	}
-	macB, err := linkMAC(ctx, px, "vethB")
+	macB, err := px.LinkMAC(ctx, "vethB")
 	if err != nil {
 		return err
 	}
@@ -531,19 +531,19 @@ func buildCrossNode(ctx context.Context, n *Net, in *Instance) error {
 	if err := veth(ctx, n1.ns, "ul0", nil, n2.ns, "ul0", nil); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, n1.ns, "addr", "add", underlay1.String()+"/24", "dev", "ul0"); err != nil {
+	if err := n1.ns.IP(ctx, "addr", "add", underlay1.String()+"/24", "dev", "ul0"); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, n2.ns, "addr", "add", underlay2.String()+"/24", "dev", "ul0"); err != nil {
+	if err := n2.ns.IP(ctx, "addr", "add", underlay2.String()+"/24", "dev", "ul0"); err != nil {
 		return err
 	}
 	if err := up(ctx, nsLink{n1.ns, "ul0"}, nsLink{n2.ns, "ul0"}); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, n1.ns, "route", "add", "10.244.2.0/24", "via", underlay2.String(), "dev", "ul0"); err != nil {
+	if err := n1.ns.IP(ctx, "route", "add", "10.244.2.0/24", "via", underlay2.String(), "dev", "ul0"); err != nil {
 		return err
 	}
-	if err := ipIn(ctx, n2.ns, "route", "add", "10.244.1.0/24", "via", underlay1.String(), "dev", "ul0"); err != nil {
+	if err := n2.ns.IP(ctx, "route", "add", "10.244.1.0/24", "via", underlay1.String(), "dev", "ul0"); err != nil {
 		return err
 	}
 	in.Layout = append(in.Layout,

@@ -29,7 +29,7 @@ func arpProbe(ns *topo.NS, ifname string, sender, target netip.Addr, want net.Ha
 	return Check{
 		What: what,
 		Run: func(ctx context.Context) (string, error) {
-			mac, err := linkMAC(ctx, ns, ifname)
+			mac, err := ns.LinkMAC(ctx, ifname)
 			if err != nil {
 				return "", err
 			}

@@ -189,7 +189,7 @@ func (in *Instance) Close() error { return in.Net.Close() }
 func (in *Instance) FlushNeigh(ctx context.Context) error {
 	var errs []error
 	for _, ns := range in.Net.Namespaces() {
-		errs = append(errs, ipIn(ctx, ns, "neigh", "flush", "all"))
+		errs = append(errs, ns.IP(ctx, "neigh", "flush", "all"))
 	}
 	return errors.Join(errs...)
 }
@@ -211,19 +211,19 @@ func (a *Answerer) Kernel(ctx context.Context, on bool) error {
 		v = "1"
 	}
 	for _, ifname := range a.ProxyARP {
-		if err := sysctl(ctx, a.NS, "net.ipv4.conf."+ifname+".proxy_arp="+v, "net.ipv4.neigh."+ifname+".proxy_delay=0"); err != nil {
+		if err := a.NS.Sysctls(ctx, "net.ipv4.conf."+ifname+".proxy_arp="+v, "net.ipv4.neigh."+ifname+".proxy_delay=0"); err != nil {
 			return err
 		}
 	}
 	for _, e := range a.ProxyEntries {
 		if on {
-			if err := sysctl(ctx, a.NS, "net.ipv4.neigh."+e.Dev+".proxy_delay=0"); err != nil {
+			if err := a.NS.Sysctls(ctx, "net.ipv4.neigh."+e.Dev+".proxy_delay=0"); err != nil {
 				return err
 			}
-			if err := ipIn(ctx, a.NS, "neigh", "replace", "proxy", e.Addr.String(), "dev", e.Dev); err != nil {
+			if err := a.NS.IP(ctx, "neigh", "replace", "proxy", e.Addr.String(), "dev", e.Dev); err != nil {
 				return err
 			}
-		} else if err := ipIn(ctx, a.NS, "neigh", "del", "proxy", e.Addr.String(), "dev", e.Dev); err != nil && !strings.Contains(err.Error(), "No such file") {
+		} else if err := a.NS.IP(ctx, "neigh", "del", "proxy", e.Addr.String(), "dev", e.Dev); err != nil && !strings.Contains(err.Error(), "No such file") {
 			return err
 		}
 	}
@@ -240,14 +240,14 @@ func (in *Instance) KernelOff(ctx context.Context) error {
 		ifs = append(ifs, a.Attach...)
 		for _, ifname := range ifs {
 			key := "net.ipv4.conf." + ifname + ".proxy_arp"
-			v, err := readSysctl(ctx, a.NS, key)
+			v, err := a.NS.ReadSysctl(ctx, key)
 			if err != nil {
 				errs = append(errs, err)
 			} else if v != "0" {
 				errs = append(errs, fmt.Errorf("%s in %s is %s", key, a.NS.Name, v))
 			}
 		}
-		out, err := ipJSON(ctx, a.NS, "neigh", "show", "proxy")
+		out, err := a.NS.IPOut(ctx, "-j", "neigh", "show", "proxy")
 		if err != nil {
 			errs = append(errs, err)
 		} else if s := strings.TrimSpace(out); s != "" && s != "[]" {
@@ -293,7 +293,7 @@ func (nb Neigh) Cmd() string {
 // Check reads the entry and returns its text ("ADDR lladdr MAC STATE"); the
 // error says how it differs from the expected MAC.
 func (nb Neigh) Check(ctx context.Context) (string, error) {
-	out, err := ipJSON(ctx, nb.NS, "neigh", "show", nb.Addr.String(), "dev", nb.Dev)
+	out, err := nb.NS.IPOut(ctx, "-j", "neigh", "show", nb.Addr.String(), "dev", nb.Dev)
 	if err != nil {
 		return "", err
 	}

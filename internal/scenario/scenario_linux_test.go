@@ -3,16 +3,14 @@ package scenario
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/privtest"
+	"github.com/pxresp/pxresp/internal/testbin"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -32,44 +30,12 @@ import (
 // tag starts the namespace names of this package's tests (topo.NewPrefix).
 const tag = "pxrsc"
 
-// binEnv names a pxresp binary to use instead of building cmd/pxresp.
-const binEnv = "PXRESP_SCENARIO_BIN"
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// pxrespBinary builds cmd/pxresp once per test run (or returns $binEnv).
-func pxrespBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv(binEnv); p != "" {
-		return p
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pxresp-scenario")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "pxresp")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/pxresp/pxresp/cmd/pxresp").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/pxresp: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// pxrespBinary is the binary under test (internal/testbin).
+func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 

@@ -29,20 +29,17 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // Addresses of the reference topology.
@@ -60,11 +57,9 @@ var (
 )
 
 const (
-	uplinkIf  = "up0"
-	podIf     = "eth0"
-	maxPods   = 65532 // pod IPs 10.244.0.2 .. 10.244.255.254
-	runNetns  = "/run/netns"
-	upTimeout = 3 * time.Second
+	uplinkIf = "up0"
+	podIf    = "eth0"
+	maxPods  = 65532 // pod IPs 10.244.0.2 .. 10.244.255.254
 )
 
 // Options configure New.
@@ -164,9 +159,7 @@ func New(ctx context.Context, opts Options) (_ *Topology, err error) {
 
 // addNS creates a namespace and records it for Close.
 func (t *Topology) addNS(ctx context.Context, ns *NS) error {
-	cctx, cancel := context.WithTimeout(ctx, cmdTimeout)
-	defer cancel()
-	if _, err := run(cctx, true, "netns", "add", ns.Name); err != nil {
+	if err := ns.Create(ctx); err != nil {
 		return err
 	}
 	t.created = append(t.created, ns.Name)
@@ -184,15 +177,7 @@ func (t *Topology) setupHost(ctx context.Context) error {
 	}
 	// Set the defaults before any interface exists: a new interface copies
 	// conf/default (forwarding, proxy_arp, rp_filter).
-	if err := t.Host.sysctls(ctx,
-		"net.ipv4.ip_forward=1",
-		"net.ipv4.conf.all.forwarding=1",
-		"net.ipv4.conf.default.forwarding=1",
-		"net.ipv4.conf.all.proxy_arp=0",
-		"net.ipv4.conf.default.proxy_arp=0",
-		"net.ipv4.conf.all.rp_filter=0",
-		"net.ipv4.conf.default.rp_filter=0",
-	); err != nil {
+	if err := t.Host.InitSysctls(ctx, true); err != nil {
 		return err
 	}
 	h, s := t.Host, t.Sink
@@ -234,12 +219,16 @@ func podIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }
 
-// hostIfName returns the host-side interface name of pod i: "cali" and 11
-// hex digits of a hash, like Calico's (which hashes the workload ID).
-func hostIfName(i int) string {
-	sum := sha1.Sum([]byte("pxresp-pod-" + strconv.Itoa(i)))
+// CaliName returns a Calico-like host interface name for key: "cali" and
+// the first 11 hex digits of key's SHA-1, like Calico's (which hashes the
+// workload ID). Different keys give different names in practice.
+func CaliName(key string) string {
+	sum := sha1.Sum([]byte(key))
 	return "cali" + hex.EncodeToString(sum[:])[:11]
 }
+
+// hostIfName returns the host-side interface name of pod i.
+func hostIfName(i int) string { return CaliName("pxresp-pod-" + strconv.Itoa(i)) }
 
 // AddPod creates the next pod (index = one more than the last one created,
 // never reused) and appends it to t.Pods. It returns once both ends of the
@@ -303,7 +292,7 @@ func (t *Topology) AddPod(ctx context.Context) (_ *Pod, err error) {
 		ns *NS
 		If string
 	}{{h, p.HostIf}, {pn, podIf}} {
-		if err := waitUp(ctx, end.ns, end.If); err != nil {
+		if err := end.ns.WaitUp(ctx, end.If); err != nil {
 			return nil, err
 		}
 	}
@@ -317,12 +306,8 @@ func (t *Topology) AddPod(ctx context.Context) (_ *Pod, err error) {
 	if err := pn.IP(ctx, "route", "add", "default", "via", Gateway.String(), "dev", podIf); err != nil {
 		return nil, err
 	}
-	l, err := showLink(ctx, pn, podIf)
-	if err != nil {
+	if p.MAC, err = pn.LinkMAC(ctx, podIf); err != nil {
 		return nil, err
-	}
-	if p.MAC, err = net.ParseMAC(l.Address); err != nil {
-		return nil, fmt.Errorf("topo: %s eth0 address %q: %w", pn.Name, l.Address, err)
 	}
 	t.Pods = append(t.Pods, p)
 	return p, nil
@@ -361,7 +346,7 @@ func (t *Topology) SetKernelProxyARP(ctx context.Context, ifname string, on bool
 	if proxyDelay >= 0 {
 		kvs = append(kvs, "net.ipv4.neigh."+ifname+".proxy_delay="+strconv.Itoa(proxyDelay))
 	}
-	return t.Host.sysctls(ctx, kvs...)
+	return t.Host.Sysctls(ctx, kvs...)
 }
 
 // Close deletes every namespace this topology made and still has. It is
@@ -387,22 +372,11 @@ func (t *Topology) delNS(ctx context.Context, name string) error {
 	if i < 0 {
 		return nil
 	}
-	if err := deleteNS(ctx, name); err != nil {
+	if err := (&NS{Name: name}).Delete(ctx); err != nil {
 		return err
 	}
 	t.created = slices.Delete(t.created, i, i+1)
 	return nil
-}
-
-// deleteNS runs `ip netns del name`, unless it is already gone.
-func deleteNS(ctx context.Context, name string) error {
-	if _, err := os.Lstat(filepath.Join(runNetns, name)); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
-	defer cancel()
-	_, err := run(ctx, true, "netns", "del", name)
-	return err
 }
 
 // List returns the names of the namespaces in /run/netns that start with
@@ -437,7 +411,7 @@ func Cleanup(prefix string) error {
 	}
 	var errs []error
 	for _, name := range names {
-		errs = append(errs, deleteNS(context.Background(), name))
+		errs = append(errs, (&NS{Name: name}).Delete(context.Background()))
 	}
 	return errors.Join(errs...)
 }
@@ -463,50 +437,7 @@ func CleanupStale(tag string) error {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 			continue // alive (or not ours to judge)
 		}
-		errs = append(errs, deleteNS(context.Background(), name))
+		errs = append(errs, (&NS{Name: name}).Delete(context.Background()))
 	}
 	return errors.Join(errs...)
-}
-
-// link is the part of `ip -j link show` that topo reads.
-type link struct {
-	Index     int      `json:"ifindex"`
-	Name      string   `json:"ifname"`
-	Flags     []string `json:"flags"`
-	OperState string   `json:"operstate"`
-	Address   string   `json:"address"`
-}
-
-func showLink(ctx context.Context, ns *NS, ifname string) (link, error) {
-	out, err := ns.ipOut(ctx, "-j", "link", "show", "dev", ifname)
-	if err != nil {
-		return link{}, err
-	}
-	var ls []link
-	if err := json.Unmarshal([]byte(out), &ls); err != nil || len(ls) != 1 {
-		return link{}, fmt.Errorf("topo: ip -n %s -j link show dev %s: unexpected output %q (%v)", ns.Name, ifname, out, err)
-	}
-	return ls[0], nil
-}
-
-// waitUp polls (every 5 ms, at most 3 s) until ifname is UP and LOWER_UP.
-func waitUp(ctx context.Context, ns *NS, ifname string) error {
-	ctx, cancel := context.WithTimeout(ctx, upTimeout)
-	defer cancel()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		l, err := showLink(ctx, ns, ifname)
-		if err != nil {
-			return err
-		}
-		if slices.Contains(l.Flags, "UP") && slices.Contains(l.Flags, "LOWER_UP") {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("topo: %s in %s not up with carrier after %v (flags %v): %w", ifname, ns.Name, upTimeout, l.Flags, ctx.Err())
-		case <-tick.C:
-		}
-	}
 }

@@ -87,6 +87,16 @@ func TestRefusals(t *testing.T) {
 		if err := ns.Sysctl(ctx, key, "1"); err == nil || !strings.Contains(err.Error(), "only net.*") {
 			t.Errorf("Sysctl(%q) = %v, want a refusal", key, err)
 		}
+		if v, err := ns.ReadSysctl(ctx, key); err == nil || !strings.Contains(err.Error(), "only net.*") {
+			t.Errorf("ReadSysctl(%q) = %q, %v, want a refusal", key, v, err)
+		}
+	}
+	// One bad key refuses the whole command, before anything is written.
+	if err := ns.Sysctls(ctx, "net.ipv4.ip_forward=1", "kernel.pid_max=1"); err == nil || !strings.Contains(err.Error(), "kernel.pid_max") {
+		t.Errorf("Sysctls with a kernel.* key = %v, want a refusal naming it", err)
+	}
+	if err := ns.Delete(ctx); err != nil {
+		t.Errorf("Delete of a namespace that does not exist = %v, want nil", err)
 	}
 	if err := Cleanup(""); err == nil {
 		t.Error("Cleanup(\"\") must refuse")
@@ -151,7 +161,7 @@ func testCtx(t *testing.T) context.Context {
 // jsonOf runs `ip -n NS -j args...` and decodes its output.
 func jsonOf[T any](t *testing.T, ns *NS, args ...string) T {
 	t.Helper()
-	out, err := ns.ipOut(testCtx(t), append([]string{"-j"}, args...)...)
+	out, err := ns.IPOut(testCtx(t), append([]string{"-j"}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,11 +200,11 @@ func routes(t *testing.T, ns *NS) []string {
 
 func sysctl(t *testing.T, ns *NS, key string) string {
 	t.Helper()
-	out, err := ns.Exec(testCtx(t), "sysctl", "-n", key)
+	v, err := ns.ReadSysctl(testCtx(t), key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(out)
+	return v
 }
 
 func wantContains(t *testing.T, what string, have []string, want ...string) {
