@@ -179,25 +179,44 @@ func (c *Config) HasMode(m policy.Mode) bool {
 // merely overlap, such as "cali*" and "*0", are allowed: the first rule
 // wins, as documented.)
 func (c *Config) checkConflicts() error {
+	if len(c.Rules) > maxRules {
+		r := c.Rules[maxRules]
+		return &locError{line: r.Line, key: fmt.Sprintf("rules[%d]", maxRules), msg: fmt.Sprintf("more than %d rules", maxRules)}
+	}
 	names := map[string]*Rule{}
+	owner := map[string]*Rule{} // each glob's first rule
+	globs := 0
 	for i, r := range c.Rules {
 		if o, ok := names[r.Name]; ok {
 			return &locError{line: r.Line, key: fmt.Sprintf("rules[%d].name", i),
 				msg: fmt.Sprintf("%q is already the name of an earlier rule%s", r.Name, at(o.Line))}
 		}
 		names[r.Name] = r
+		if globs += len(r.Interfaces); globs > maxGlobs {
+			return &locError{line: r.Line, key: fmt.Sprintf("rules[%d].interfaces", i),
+				msg: fmt.Sprintf("more than %d interface globs in all", maxGlobs)}
+		}
+		seen := make(map[string]bool, len(r.Interfaces))
 		for j, g := range r.Interfaces {
 			key := fmt.Sprintf("rules[%d].interfaces[%d]", i, j)
-			if slices.Index(r.Interfaces, g) != j {
+			if seen[g] {
 				return &locError{line: r.Line, key: key, msg: fmt.Sprintf("%q is listed twice", g)}
 			}
-			for _, o := range c.Rules[:i] {
-				if slices.Contains(o.Interfaces, g) || (!hasMeta(g) && o.Matches(g)) {
-					return &locError{line: r.Line, key: key, msg: fmt.Sprintf(
-						"%q is already served by rule %q%s: an interface is served by the first rule that matches it, so this rule would never see it",
-						g, o.Name, at(o.Line))}
+			seen[g] = true
+			o := owner[g]
+			if o == nil && !hasMeta(g) {
+				if k := slices.IndexFunc(c.Rules[:i], func(e *Rule) bool { return e.Matches(g) }); k >= 0 {
+					o = c.Rules[k]
 				}
 			}
+			if o != nil {
+				return &locError{line: r.Line, key: key, msg: fmt.Sprintf(
+					"%q is already served by rule %q%s: an interface is served by the first rule that matches it, so this rule would never see it",
+					g, o.Name, at(o.Line))}
+			}
+		}
+		for _, g := range r.Interfaces {
+			owner[g] = r
 		}
 	}
 	return nil
@@ -264,8 +283,14 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// maxSize bounds the file: a config is a handful of rules.
-const maxSize = 1 << 20
+// Bounds on a file, so that no input makes parsing slow: a config is a
+// handful of rules.
+const (
+	maxSize  = 1 << 20 // bytes
+	maxRules = 256
+	maxGlobs = 1024 // interface globs, over all rules
+	maxItems = 1024 // values in one list
+)
 
 // Parse parses the YAML text of the file name. Errors read
 // "NAME:LINE: KEY: what is wrong".
@@ -487,6 +512,9 @@ func list(v *yaml.Node, key string, add func(string) error) error {
 		items = v.Content
 		if len(items) == 0 {
 			return &locError{line: v.Line, key: key, msg: "empty list"}
+		}
+		if len(items) > maxItems {
+			return &locError{line: v.Line, key: key, msg: fmt.Sprintf("more than %d values", maxItems)}
 		}
 	case v.Kind != yaml.ScalarNode || v.Tag == "!!null":
 		return &locError{line: v.Line, key: key, msg: "want a list of values"}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -116,6 +117,35 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error\n got  %q\n want %q...", err, tt.want)
 			}
 		})
+	}
+}
+
+// Inputs near the bounds are refused quickly, with the key.
+func TestParseBounds(t *testing.T) {
+	var many strings.Builder
+	many.WriteString("rules:\n")
+	for i := range maxRules + 1 {
+		fmt.Fprintf(&many, "- {interfaces: [if%d], gateways: [169.254.1.1]}\n", i)
+	}
+	var globs strings.Builder
+	globs.WriteString("rules:\n")
+	for i := range 5 {
+		fmt.Fprintf(&globs, "- interfaces: [")
+		for j := range 250 {
+			fmt.Fprintf(&globs, "r%dif%d,", i, j)
+		}
+		fmt.Fprintf(&globs, "x%d]\n  gateways: [169.254.1.1]\n", i)
+	}
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"too many rules", many.String(), fmt.Sprintf("rules[%d]: more than %d rules", maxRules, maxRules)},
+		{"too many globs", globs.String(), "rules[4].interfaces: more than 1024 interface globs in all"},
+		{"too many values", "rules:\n- interfaces: [a]\n  targets: [" + strings.Repeat("10.0.0.1,", maxItems) + "10.0.0.2]\n",
+			"rules[0].targets: more than 1024 values"},
+	} {
+		_, err := Parse("f", []byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %v, want %q", tt.name, err, tt.want)
+		}
 	}
 }
 
