@@ -26,9 +26,6 @@ import (
 	"github.com/pxresp/pxresp/internal/testbin"
 )
 
-// pxrespBinary is the binary under test (internal/testbin).
-func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testbin.Cleanup()
@@ -113,7 +110,7 @@ func unitDirectives(unit []byte) map[string][]string {
 func TestSystemdUnit(t *testing.T) {
 	sa := systemdAnalyze(t)
 	unit := readFile(t, "pxresp.service")
-	bin := pxrespBinary(t)
+	bin := testbin.Pxresp(t)
 
 	if err := verify(t, sa, unitCopy(t, unit, bin)); err != nil {
 		t.Error(err)

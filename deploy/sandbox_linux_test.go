@@ -21,6 +21,7 @@ import (
 
 	"github.com/pxresp/pxresp/internal/arptest"
 	"github.com/pxresp/pxresp/internal/privtest"
+	"github.com/pxresp/pxresp/internal/testbin"
 	"github.com/pxresp/pxresp/internal/topo"
 	"github.com/pxresp/pxresp/internal/topo/topotest"
 )
@@ -349,7 +350,7 @@ func TestSystemdSandbox(t *testing.T) {
 	unit := unitDirectives(readFile(t, "pxresp.service"))
 	allowed := allowedSyscalls(t, syscallGroups(t, sa), unit["SystemCallFilter"])
 	families := strings.Fields(unit["RestrictAddressFamilies"][0])
-	bin := pxrespBinary(t)
+	bin := testbin.Pxresp(t)
 
 	dir := openDir(t)
 	cfg := filepath.Join(dir, "config.yaml")
@@ -430,7 +431,7 @@ func TestDaemonSetSandbox(t *testing.T) {
 	plain := filepath.Join(dir, "pxresp")
 	withCap := filepath.Join(dir, "pxresp-cap")
 	for _, p := range []string{plain, withCap} {
-		if err := exec.Command("cp", pxrespBinary(t), p).Run(); err != nil {
+		if err := exec.Command("cp", testbin.Pxresp(t), p).Run(); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -20,18 +20,7 @@ import (
 // 169.254.1.1 leaves by the default route through the uplink. route needs
 // root (privtest): it is skipped without it, unless PXRESP_PRIVILEGED=1.
 func BenchmarkHandleMode(b *testing.B) {
-	b.Run("gateway", func(b *testing.B) {
-		r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b),
-			OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}})
-		frame := request(podMAC, podIP, gateway, benchBcast)
-		b.ReportAllocs()
-		for b.Loop() {
-			r.handle(frame)
-		}
-		if r.Stats().Replies == 0 {
-			b.Fatal("no replies")
-		}
-	})
+	b.Run("gateway", BenchmarkHandle)
 	b.Run("route", func(b *testing.B) {
 		privtest.Require(b)
 		tp := topotest.New(b, 1, "pxrrbench")

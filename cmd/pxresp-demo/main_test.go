@@ -111,9 +111,6 @@ func runDemo(t *testing.T, pxresp string, args ...string) (int, string) {
 	return code, out.String()
 }
 
-// pxrespBinary is the binary under test (internal/testbin).
-func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
-
 // passed matches the summary of a run where every check passed.
 var passed = regexp.MustCompile(`summary: \d+ passed, 0 failed`)
 
@@ -149,7 +146,7 @@ func TestScenariosKernelStandIn(t *testing.T) {
 // TestScenariosPxresp runs every scenario's demo with the real pxresp.
 func TestScenariosPxresp(t *testing.T) {
 	privtest.Require(t)
-	bin := pxrespBinary(t)
+	bin := testbin.Pxresp(t)
 	for _, sc := range scenario.All() {
 		t.Run(sc.Name, func(t *testing.T) {
 			code, out := runDemo(t, bin, "--scenario", sc.Name)
@@ -163,7 +160,7 @@ func TestScenariosPxresp(t *testing.T) {
 // TestDemoPxresp runs the demo with the real pxresp, once cmd/pxresp exists.
 func TestDemoPxresp(t *testing.T) {
 	privtest.Require(t)
-	code, out := runDemo(t, pxrespBinary(t))
+	code, out := runDemo(t, testbin.Pxresp(t))
 	if code != 0 {
 		t.Errorf("demo exit %d:\n%s", code, out)
 	}

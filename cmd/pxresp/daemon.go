@@ -118,9 +118,7 @@ func (d *daemon) handle(ev ifwatch.Event) {
 				d.detach(a.link)
 				return
 			}
-			if !d.apply(a, r) {
-				return
-			}
+			d.apply(a, r)
 		}
 		if l.MAC.String() != a.link.MAC.String() {
 			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
@@ -174,25 +172,20 @@ func (d *daemon) attach(l ifwatch.Link) {
 	d.checkSysctls(a)
 }
 
-// apply makes a serve rule r, in place: the listener keeps its socket. It
-// returns false if it had to reopen the listener instead (a is then gone).
-func (d *daemon) apply(a *attachment, r *config.Rule) bool {
+// apply makes a serve rule r, in place: the listener keeps its socket.
+func (d *daemon) apply(a *attachment, r *config.Rule) {
 	a.srv.SetPolicy(r.Policy())
 	if !bytes.Equal(a.rule.MAC, r.MAC) {
 		if err := a.srv.SetOverride(r.MAC); err != nil {
-			// Cannot happen with a validated MAC; reopen rather than
-			// answer with the wrong one.
-			d.log.Error("changing the answer MAC failed; reopening", "iface", a.link.Name, "err", err)
-			d.detach(a.link)
-			d.attach(a.link)
-			return false
+			// config validated the MAC, so only the socket can fail:
+			// the link is going away, and a Detach follows.
+			d.log.Error("changing the answer MAC failed", "iface", a.link.Name, "mac", r.MAC.String(), "err", err)
 		}
 	}
 	if a.rule.Name != r.Name || a.rule.Mode != r.Mode {
 		d.log.Info("rule changed", "iface", a.link.Name, "ifindex", a.link.Index, "rule", r.Name, "mode", r.Mode.String())
 	}
 	a.rule = r
-	return true
 }
 
 // maxClosing bounds how many sockets are closed at once. Each close blocks

@@ -31,6 +31,8 @@ type fakeServer struct {
 	stats    responder.Stats
 	closed   chan struct{}
 	once     sync.Once
+	// gate, if set, holds Close until it is closed: a socket slow to close.
+	gate chan struct{}
 }
 
 func (f *fakeServer) Serve(ctx context.Context) error {
@@ -40,7 +42,13 @@ func (f *fakeServer) Serve(ctx context.Context) error {
 	}
 	return nil
 }
-func (f *fakeServer) Close() error { f.once.Do(func() { close(f.closed) }); return nil }
+func (f *fakeServer) Close() error {
+	if f.gate != nil {
+		<-f.gate
+	}
+	f.once.Do(func() { close(f.closed) })
+	return nil
+}
 func (f *fakeServer) SetMAC(m net.HardwareAddr) {
 	f.mu.Lock()
 	f.mac = m
@@ -262,8 +270,10 @@ func TestDaemonSnapshot(t *testing.T) {
 		}
 	}
 	check("two attached", 2, 2, 0)
+	servers[4].gate = make(chan struct{})
 	d.handle(ifwatch.Event{Kind: ifwatch.Detach, Link: link(4, "calia", 1)})
 	check("one closing", 1, 2, 0) // counts stay while the socket closes...
+	close(servers[4].gate)
 	waitClosed(t, "detach", servers[4])
 	deadline := time.Now().Add(5 * time.Second)
 	for d.snapshot().Detaches == 0 && time.Now().Before(deadline) {

@@ -34,9 +34,6 @@ import (
 // and real clients in the pod namespaces (the pod's kernel, ping, arping,
 // raw ARP frames) talk through it.
 
-// pxrespBinary is the binary under test (internal/testbin).
-func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testbin.Cleanup()
@@ -63,7 +60,7 @@ func startPxresp(t *testing.T, tp *topo.Topology, args ...string) *proc {
 func startPxrespAs(t *testing.T, tp *topo.Topology, wrapper []string, args ...string) *proc {
 	t.Helper()
 	argv := append([]string{"netns", "exec", tp.Host.Name}, wrapper...)
-	argv = append(argv, pxrespBinary(t))
+	argv = append(argv, testbin.Pxresp(t))
 	cmd := exec.Command("ip", append(argv, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -526,7 +523,7 @@ func TestCapabilities(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append(append([]string{"netns", "exec", tp.Host.Name}, noCaps...), append([]string{pxrespBinary(t)}, args...)...)...)
+	cmd := exec.CommandContext(ctx, "ip", append(append([]string{"netns", "exec", tp.Host.Name}, noCaps...), append([]string{testbin.Pxresp(t)}, args...)...)...)
 	out, err := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "needs CAP_NET_RAW") {
 		t.Errorf("without capabilities: exit %d (%v), output %q; want exit 1 naming CAP_NET_RAW", code, err, out)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/arptest"
+	"github.com/pxresp/pxresp/internal/testbin"
 	"github.com/pxresp/pxresp/internal/topo"
 )
 
@@ -275,12 +276,12 @@ func TestDryRun(t *testing.T) {
 // TestCheckConfigBinary: the check-config subcommand of the real binary.
 func TestCheckConfigBinary(t *testing.T) {
 	cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
-	out, err := execCommand(pxrespBinary(t), "check-config", string(cfg))
+	out, err := execCommand(testbin.Pxresp(t), "check-config", string(cfg))
 	if err != nil || !strings.Contains(out, "valid, 1 rule(s)") {
 		t.Errorf("good file: %v\n%s", err, out)
 	}
 	cfg.write(t, "rules:\n- {interfaces: [a], gateways: [169.254.1.1], mode: bridge}\n")
-	out, err = execCommand(pxrespBinary(t), "check-config", string(cfg))
+	out, err = execCommand(testbin.Pxresp(t), "check-config", string(cfg))
 	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 1 ||
 		!strings.Contains(out, string(cfg)+`:2: rules[0].mode: unknown mode "bridge"`) {
 		t.Errorf("bad file: %v\n%s", err, out)

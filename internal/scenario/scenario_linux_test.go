@@ -30,9 +30,6 @@ import (
 // tag starts the namespace names of this package's tests (topo.NewPrefix).
 const tag = "pxrsc"
 
-// pxrespBinary is the binary under test (internal/testbin).
-func pxrespBinary(t *testing.T) string { return testbin.Pxresp(t) }
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testbin.Cleanup()
@@ -138,7 +135,7 @@ func runScenario(t *testing.T, sc *Scenario) {
 		if err := in.KernelOff(ctx); err != nil {
 			t.Fatalf("kernel proxy ARP is not off: %v", err)
 		}
-		bin := pxrespBinary(t)
+		bin := testbin.Pxresp(t)
 		dir := t.TempDir()
 		var procs []*Proc
 		defer func() {
