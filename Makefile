@@ -64,7 +64,7 @@ staticcheck:
 	fi
 
 # SCENARIO=NAME runs one of the seed scenarios instead of the reference
-# node (make demo SCENARIO=list lists them; see internal/scenario).
+# node (make demo SCENARIO=list lists them; see internal/test/scenario).
 SCENARIO ?=
 demo:
 	@if [ "$$(id -u)" -ne 0 ]; then \

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 // rawSock is the bench's ARP client: an AF_PACKET socket bound to one

@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/procstat"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 // Responders.

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pxresp/pxresp/internal/procstat"
+	"github.com/pxresp/pxresp/internal/test/procstat"
 )
 
 // What the bench reads about the pxresp process from /proc.

@@ -11,8 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/pxresp/pxresp/internal/procstat"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 // Measurements of pxresp alone (the kernel has no process and no attach

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 // pxProc is one pxresp process the bench started, in the host namespace:

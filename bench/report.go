@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/procstat"
+	"github.com/pxresp/pxresp/internal/test/procstat"
 )
 
 // fmtDur renders nanoseconds with three significant digits and a unit.

@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/pxresp/pxresp/internal/config"
-	"github.com/pxresp/pxresp/internal/privtest"
-	"github.com/pxresp/pxresp/internal/testbin"
+	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/testbin"
 )
 
 func TestMain(m *testing.M) {

@@ -19,11 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/arptest"
-	"github.com/pxresp/pxresp/internal/privtest"
-	"github.com/pxresp/pxresp/internal/testbin"
-	"github.com/pxresp/pxresp/internal/topo"
-	"github.com/pxresp/pxresp/internal/topo/topotest"
+	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/topo"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
 
 // The sandbox tests run pxresp in a test topology the way pxresp.service

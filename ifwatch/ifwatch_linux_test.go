@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/leakcheck"
-	"github.com/pxresp/pxresp/internal/privtest"
+	"github.com/pxresp/pxresp/internal/test/leakcheck"
+	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )

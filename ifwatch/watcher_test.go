@@ -18,7 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/pxresp/pxresp/internal/leakcheck"
+	"github.com/pxresp/pxresp/internal/test/leakcheck"
 )
 
 const timeout = 5 * time.Second

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/policy"
 )
 

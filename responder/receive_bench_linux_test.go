@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/topo/topotest"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
 
 // BenchmarkReceiveVeth measures what Config.Latency costs the socket: the

@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/arptest"
-	"github.com/pxresp/pxresp/internal/leakcheck"
-	"github.com/pxresp/pxresp/internal/topo"
-	"github.com/pxresp/pxresp/internal/topo/topotest"
+	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/leakcheck"
+	"github.com/pxresp/pxresp/internal/test/topo"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 	"github.com/pxresp/pxresp/policy"
 )
 
 // These tests run real frames through real veths in namespaces of their own
-// (internal/topo): a raw-socket client in a pod namespace asks, and either
+// (internal/test/topo): a raw-socket client in a pod namespace asks, and either
 // the kernel's proxy_arp or a Responder in the host namespace answers.
 
 // newClient opens a raw ARP client on pod p's eth0.

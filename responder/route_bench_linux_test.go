@@ -5,10 +5,10 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/pxresp/pxresp/internal/privtest"
 	"github.com/pxresp/pxresp/internal/route"
-	"github.com/pxresp/pxresp/internal/topo"
-	"github.com/pxresp/pxresp/internal/topo/topotest"
+	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/topo"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -16,7 +16,7 @@ import (
 // a broadcast who-has 169.254.1.1 from a pod, answered, through the whole
 // per-frame path with a no-op transport (as BenchmarkHandle). gateway
 // decides from the configured gateway; route asks a real route.Cache, warm,
-// on the host namespace of the reference topology (internal/topo), where
+// on the host namespace of the reference topology (internal/test/topo), where
 // 169.254.1.1 leaves by the default route through the uplink. route needs
 // root (privtest): it is skipped without it, unless PXRESP_PRIVILEGED=1.
 func BenchmarkHandleMode(b *testing.B) {

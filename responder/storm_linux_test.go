@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/arptest"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/policy"
 )
 

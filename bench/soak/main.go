@@ -58,9 +58,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/arptest"
-	"github.com/pxresp/pxresp/internal/procstat"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 type config struct {

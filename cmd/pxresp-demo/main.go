@@ -39,8 +39,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/scenario"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/scenario"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 var version = "dev"

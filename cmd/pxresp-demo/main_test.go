@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/privtest"
-	"github.com/pxresp/pxresp/internal/scenario"
-	"github.com/pxresp/pxresp/internal/testbin"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/scenario"
+	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 // asMain makes the test binary behave as pxresp-demo (for the signal

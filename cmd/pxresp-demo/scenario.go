@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/scenario"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/scenario"
+	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 // listScenarios prints `--scenario list`.

@@ -128,11 +128,7 @@ func TestParseFlagsModeAndConfig(t *testing.T) {
 		o.cfg.Rules[0].Policy().Mode() != policy.RouteMode || o.cfg.Source != "command line" {
 		t.Errorf("route mode options %+v", o)
 	}
-	dir := t.TempDir()
-	file := filepath.Join(dir, "pxresp.yaml")
-	if err := os.WriteFile(file, []byte(twoRules), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := twoRulesFile
 	o, err = parseFlags([]string{"--config", file}, env(nil), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +137,7 @@ func TestParseFlagsModeAndConfig(t *testing.T) {
 		t.Errorf("config options %+v", o)
 	}
 	// A bad file is a usage error: exit 2, file:line: key.
-	bad := filepath.Join(dir, "bad.yaml")
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte("rules:\n- {interfaces: [a], gateways: [1.2.3]}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -152,13 +148,14 @@ func TestParseFlagsModeAndConfig(t *testing.T) {
 	}
 }
 
+// twoRulesFile holds a calico rule (gateway mode) and a taps rule (route
+// mode, --mac).
+const twoRulesFile = "testdata/two-rules.yaml"
+
 func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
-	good := filepath.Join(dir, "good.yaml")
+	good := twoRulesFile
 	bad := filepath.Join(dir, "bad.yaml")
-	if err := os.WriteFile(good, []byte(twoRules), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.WriteFile(bad, []byte("rules:\n- {interfaces: [a], gateways: [169.254.1.1], colour: red}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

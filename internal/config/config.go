@@ -61,6 +61,27 @@ type Rule struct {
 // Policy returns the rule's policy, built by Compile.
 func (r *Rule) Policy() *policy.Policy { return r.policy }
 
+// Describe says in a few words what the rule answers, for logs and
+// check-config.
+func (r *Rule) Describe() string {
+	var b strings.Builder
+	switch {
+	case len(r.Proxy) > 0:
+		fmt.Fprintf(&b, "proxy entries %v (when routed out another interface)", r.Proxy)
+	case r.Mode == policy.RouteMode:
+		b.WriteString("route mode: addresses routed out another interface")
+		if len(r.Targets) > 0 {
+			fmt.Fprintf(&b, " within %v", r.Targets)
+		}
+	default:
+		fmt.Fprintf(&b, "gateway mode: gateways %v targets %v", r.Gateways, r.Targets)
+	}
+	if r.MAC != nil {
+		fmt.Fprintf(&b, ", answering with %v", r.MAC)
+	}
+	return b.String()
+}
+
 // Compile validates the rule and builds its policy. Parse compiles every
 // rule; a rule built in code (from command-line flags) must be compiled
 // before use. The errors name the rule's fields.

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxresp/pxresp/internal/arptest"
-	"github.com/pxresp/pxresp/internal/topo"
-	"github.com/pxresp/pxresp/internal/topo/topotest"
+	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/topo"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
 
 // TestCheckAgainstKernel reads the real /proc/sys of the test's own host

@@ -4,7 +4,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/pxresp/pxresp/internal/privtest"
+	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/pxresp/pxresp/policy"
 )
 

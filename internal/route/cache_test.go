@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pxresp/pxresp/internal/leakcheck"
+	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/policy"
 )
 

@@ -20,9 +20,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/pxresp/pxresp/internal/arptest"
-	"github.com/pxresp/pxresp/internal/privtest"
-	"github.com/pxresp/pxresp/internal/topo"
+	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )

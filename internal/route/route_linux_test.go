@@ -21,9 +21,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/pxresp/pxresp/internal/leakcheck"
-	"github.com/pxresp/pxresp/internal/topo"
-	"github.com/pxresp/pxresp/internal/topo/topotest"
+	"github.com/pxresp/pxresp/internal/test/leakcheck"
+	"github.com/pxresp/pxresp/internal/test/topo"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 	"github.com/pxresp/pxresp/policy"
 )
 

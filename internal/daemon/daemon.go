@@ -1,0 +1,373 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pxresp/pxresp/ifwatch"
+	"github.com/pxresp/pxresp/internal/config"
+	"github.com/pxresp/pxresp/internal/diag"
+	"github.com/pxresp/pxresp/internal/route"
+	"github.com/pxresp/pxresp/policy"
+	"github.com/pxresp/pxresp/responder"
+)
+
+// daemon keeps one responder per attached interface, driven by ifwatch
+// events, each serving the first rule of the configuration that selects
+// its interface. handle runs on the watcher's goroutine, reload on the
+// signal handler's and snapshot on the metrics scraper's: mu serialises
+// them.
+type daemon struct {
+	ctx    context.Context
+	log    *slog.Logger
+	listen func(responder.Config) (server, error)
+	// rateLimit is each responder's limit in replies per second (0: none);
+	// newDaemon sets responder.DefaultRateLimit.
+	rateLimit int
+	dryRun    bool
+	latency   responder.Observer // nil: no latency histogram
+	router    routerRef          // for route-mode rules
+	// diagnose reads the sysctls that matter for an interface; replaced
+	// in tests. diagDelay is how long after an attach the reverse-path
+	// check waits for the pod's route, which CNI adds after the veth.
+	diagnose  func(ifname string, hasRoute bool) ([]diag.Finding, error)
+	diagDelay time.Duration
+
+	mu       sync.Mutex
+	cfg      *config.Config
+	attached map[int]*attachment
+	// closingSet holds detached listeners whose sockets are being closed:
+	// they still count frames, so snapshot still sums them.
+	closingSet map[*attachment]struct{}
+	retired    responder.Stats // the final counts of closed listeners
+	attaches   uint64
+	detaches   uint64
+	attachErrs uint64
+
+	wg      sync.WaitGroup
+	closing chan struct{} // a semaphore bounding the sockets closed at once
+}
+
+// server is what the daemon needs of a *responder.Responder.
+type server interface {
+	Serve(context.Context) error
+	Close() error
+	SetMAC(net.HardwareAddr)
+	SetOnLink([]netip.Prefix)
+	SetPolicy(*policy.Policy)
+	SetOverride(net.HardwareAddr) error
+	Stats() responder.Stats
+	Bound() bool
+}
+
+type attachment struct {
+	srv  server
+	link ifwatch.Link
+	rule *config.Rule
+	done chan struct{}
+}
+
+func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) *daemon {
+	return &daemon{
+		ctx: ctx, cfg: cfg, log: log, rateLimit: responder.DefaultRateLimit,
+		listen:     func(c responder.Config) (server, error) { return responder.Listen(c) },
+		diagnose:   diag.Check,
+		diagDelay:  3 * time.Second,
+		attached:   make(map[int]*attachment),
+		closingSet: make(map[*attachment]struct{}),
+		closing:    make(chan struct{}, maxClosing),
+	}
+}
+
+func (d *daemon) handle(ev ifwatch.Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := ev.Link
+	switch ev.Kind {
+	case ifwatch.Attach:
+		d.attach(l)
+	case ifwatch.Update:
+		a, ok := d.attached[l.Index]
+		if !ok {
+			d.attach(l)
+			return
+		}
+		if ev.Resync && !a.srv.Bound() {
+			// The interface left the namespace and came back unseen
+			// (ifwatch resynced): its socket is unbound for good. Only
+			// a listing can hide that; outside one, an unbound socket
+			// means the link is being deleted, and a Detach follows.
+			d.log.Warn("listener lost its interface; reopening", "iface", l.Name, "ifindex", l.Index)
+			d.detach(a.link)
+			d.attach(l)
+			return
+		}
+		if l.Name != a.link.Name {
+			// A rename can move the interface to another rule, or out
+			// of every rule.
+			r := d.cfg.Match(l.Name)
+			if r == nil {
+				d.detach(a.link)
+				return
+			}
+			d.apply(a, r)
+		}
+		if l.MAC.String() != a.link.MAC.String() {
+			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
+			a.srv.SetMAC(l.MAC)
+		}
+		if l.Name != a.link.Name || l.Up != a.link.Up {
+			d.log.Info("link changed", "iface", l.Name, "ifindex", l.Index, "up", l.Up)
+		}
+		a.srv.SetOnLink(l.OnLink)
+		a.link = l
+	case ifwatch.Detach:
+		d.detach(l)
+	}
+}
+
+// attach opens a listener for l under the first rule that selects it.
+func (d *daemon) attach(l ifwatch.Link) {
+	if _, ok := d.attached[l.Index]; ok {
+		return
+	}
+	r := d.cfg.Match(l.Name)
+	if r == nil {
+		// The watcher's globs are every rule's; a link can still reach
+		// here between a reload and the watcher's relisting.
+		return
+	}
+	srv, err := d.listen(responder.Config{
+		Index: l.Index, Name: l.Name, MAC: l.MAC, Override: r.MAC,
+		Policy: r.Policy(), OnLink: l.OnLink, Logger: d.log, RateLimit: d.rateLimit,
+		Router: &d.router, DryRun: d.dryRun, Latency: d.latency,
+	})
+	if err != nil {
+		// The link may already be gone again; ifwatch will say so.
+		d.attachErrs++
+		d.log.Error("attach failed", "iface", l.Name, "ifindex", l.Index, "rule", r.Name, "err", err)
+		return
+	}
+	a := &attachment{srv: srv, link: l, rule: r, done: make(chan struct{})}
+	d.attached[l.Index] = a
+	d.attaches++
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer close(a.done)
+		if err := srv.Serve(d.ctx); err != nil {
+			d.log.Error("listener failed", "iface", l.Name, "ifindex", l.Index, "err", err)
+		}
+	}()
+	d.log.Info("attach", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String(), "up", l.Up,
+		"rule", r.Name, "mode", r.Mode.String())
+	d.checkSysctls(a)
+}
+
+// apply makes a serve rule r, in place: the listener keeps its socket.
+func (d *daemon) apply(a *attachment, r *config.Rule) {
+	a.srv.SetPolicy(r.Policy())
+	if !bytes.Equal(a.rule.MAC, r.MAC) {
+		if err := a.srv.SetOverride(r.MAC); err != nil {
+			// config validated the MAC, so only the socket can fail:
+			// the link is going away, and a Detach follows.
+			d.log.Error("changing the answer MAC failed", "iface", a.link.Name, "mac", r.MAC.String(), "err", err)
+		}
+	}
+	if a.rule.Name != r.Name || a.rule.Mode != r.Mode {
+		d.log.Info("rule changed", "iface", a.link.Name, "ifindex", a.link.Index, "rule", r.Name, "mode", r.Mode.String())
+	}
+	a.rule = r
+}
+
+// maxClosing bounds how many sockets are closed at once. Each close blocks
+// its thread in the kernel, and the Go runtime keeps every thread it ever
+// started for a blocking call: unbounded, a burst of 100 deletions leaves
+// pxresp with ~70 idle threads for good.
+const maxClosing = 4
+
+// detach closes the interface's listener. Closing an AF_PACKET socket
+// waits for an RCU grace period (~10 ms), so it happens on a goroutine of
+// its own: the watcher goes on with the next event, and a burst of deletions
+// does not hold up new interfaces. closeAll waits for these goroutines.
+func (d *daemon) detach(l ifwatch.Link) {
+	a, ok := d.attached[l.Index]
+	if !ok {
+		return
+	}
+	delete(d.attached, l.Index)
+	d.closingSet[a] = struct{}{}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.closing <- struct{}{}
+		_ = a.srv.Close()
+		<-d.closing
+		<-a.done
+		st := a.srv.Stats()
+		d.mu.Lock()
+		delete(d.closingSet, a)
+		addStats(&d.retired, st)
+		d.detaches++
+		d.mu.Unlock()
+		d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
+			"requests", st.Requests, "replies", st.Replies, "rate_limited", st.RateLimited)
+	}()
+}
+
+// reload switches to cfg: listeners that stay selected keep their sockets
+// and get their new rule's policy and MAC at once; those no longer selected
+// are closed. The caller then hands cfg's globs to the watcher, which
+// attaches the interfaces newly selected.
+func (d *daemon) reload(cfg *config.Config) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg = cfg
+	for _, a := range d.attached {
+		if r := cfg.Match(a.link.Name); r != nil {
+			d.apply(a, r)
+		} else {
+			d.detach(a.link)
+		}
+	}
+}
+
+// checkSysctls warns, once per attach, about sysctls that undo or double
+// pxresp's work on a's interface. A reverse-path problem is reported only
+// if it remains diagDelay later: the CNI adds the pod's route after the
+// veth appears.
+func (d *daemon) checkSysctls(a *attachment) {
+	warn := func(fs []diag.Finding, check func(string) bool) {
+		for _, f := range fs {
+			if check(f.Check) {
+				d.log.Warn("sysctl", "iface", a.link.Name, "check", f.Check, "problem", f.Message)
+			}
+		}
+	}
+	fs, err := d.diagnose(a.link.Name, len(a.link.OnLink) > 0)
+	if err != nil {
+		d.log.Debug("sysctl check failed", "iface", a.link.Name, "err", err)
+		return
+	}
+	warn(fs, func(c string) bool { return c != diag.RPFilter })
+	if !slices.ContainsFunc(fs, func(f diag.Finding) bool { return f.Check == diag.RPFilter }) {
+		return
+	}
+	time.AfterFunc(d.diagDelay, func() {
+		d.mu.Lock()
+		still := d.attached[a.link.Index] == a
+		name, hasRoute := a.link.Name, len(a.link.OnLink) > 0
+		d.mu.Unlock()
+		if !still || hasRoute || d.ctx.Err() != nil {
+			return
+		}
+		if fs, err := d.diagnose(name, false); err == nil {
+			warn(fs, func(c string) bool { return c == diag.RPFilter })
+		}
+	})
+}
+
+// snapshot returns the daemon's counters for a metrics scrape: every
+// listener's, live, closing or closed, so that they never go backwards.
+func (d *daemon) snapshot() snapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := snapshot{Responders: d.retired, Attached: len(d.attached),
+		Attaches: d.attaches, Detaches: d.detaches, AttachErrors: d.attachErrs}
+	for _, a := range d.attached {
+		addStats(&s.Responders, a.srv.Stats())
+	}
+	for a := range d.closingSet {
+		addStats(&s.Responders, a.srv.Stats())
+	}
+	if c := d.router.cache(); c != nil {
+		st := c.Stats()
+		s.Route = &routeStats{Hits: st.Hits, Misses: st.Misses, Limited: st.Limited, Errors: st.Errors,
+			Fallbacks: st.Fallbacks, Invalidations: st.Invalidations, Resyncs: st.Resyncs, Entries: st.Entries}
+	}
+	return s
+}
+
+// routerRef is every responder's Router: the route cache, created when a
+// rule first needs route mode (at start or at a reload) and kept until
+// exit. Until then it answers RouteUnknown, which no gateway-mode rule
+// asks for.
+type routerRef struct {
+	p  atomic.Pointer[route.Cache]
+	mu sync.Mutex // serialises ensure and close
+}
+
+func (r *routerRef) Route(iif int, src, dst netip.Addr) policy.RouteClass {
+	if c := r.p.Load(); c != nil {
+		return c.Route(iif, src, dst)
+	}
+	return policy.RouteUnknown
+}
+
+func (r *routerRef) cache() *route.Cache { return r.p.Load() }
+
+// ensure opens the route cache if cfg has a route-mode rule and it is not
+// open yet.
+func (r *routerRef) ensure(cfg *config.Config, log *slog.Logger) error {
+	if !cfg.HasMode(policy.RouteMode) {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.p.Load() != nil {
+		return nil
+	}
+	c, err := route.New(route.Config{Logger: log})
+	if err != nil {
+		return fmt.Errorf("route mode: %w", err)
+	}
+	r.p.Store(c)
+	return nil
+}
+
+func (r *routerRef) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.p.Swap(nil); c != nil {
+		_ = c.Close()
+	}
+}
+
+func addStats(dst *responder.Stats, s responder.Stats) {
+	dst.Requests += s.Requests
+	dst.Replies += s.Replies
+	dst.DryRun += s.DryRun
+	for i := range s.Ignored {
+		dst.Ignored[i] += s.Ignored[i]
+	}
+	dst.Malformed += s.Malformed
+	dst.SendErrors += s.SendErrors
+	dst.ReadErrors += s.ReadErrors
+	dst.RateLimited += s.RateLimited
+}
+
+// run serves the interfaces w selects until the daemon's context is done,
+// then closes every listener and waits for them to end.
+func (d *daemon) run(w *ifwatch.Watcher) error {
+	err := w.Run(d.ctx, d.handle)
+	d.closeAll()
+	return err
+}
+
+// closeAll detaches every interface and waits for all listeners to end.
+func (d *daemon) closeAll() {
+	d.mu.Lock()
+	for _, a := range d.attached {
+		d.detach(a.link)
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+}

@@ -1,0 +1,328 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pxresp/pxresp/policy"
+	"github.com/pxresp/pxresp/responder"
+)
+
+// Metrics (--metrics-addr). Most values are pulled: at each scrape the
+// collector asks the daemon for a snapshot of its counters, so the hot path
+// pays nothing for them. Only what happens outside any counter the daemon
+// keeps is pushed: reload results and the reply latency histogram.
+//
+// No metric has a per-interface or per-address label: a node has thousands
+// of short-lived cali* interfaces. The only labels are small fixed enums
+// (verdict, result), and every value of each is exported from the start,
+// at 0, so that rate() and increase() work from the first scrape.
+
+// snapshot is the daemon's state for one scrape.
+type snapshot struct {
+	// Responders is summed over every responder ever attached (live and
+	// detached), so each counter in it is monotonic.
+	Responders responder.Stats
+	// Attached is the number of interfaces attached now.
+	Attached int
+	// Attaches counts listeners opened, Detaches listeners closed, and
+	// AttachErrors listeners that could not be opened.
+	Attaches, Detaches, AttachErrors uint64
+	// Resyncs counts ifwatch's netlink resyncs (ifwatch.Watcher.Resyncs).
+	Resyncs uint64
+	// Route is the route-mode lookup cache's counters; nil until a rule is
+	// in route mode (the cache then stays until exit), and while it is nil
+	// no pxresp_route_* metric is exported.
+	Route *routeStats
+}
+
+// routeStats are internal/route.Stats, copied by the daemon. Each field is
+// route.Stats' field of the same name.
+type routeStats struct {
+	Hits, Misses, Limited, Errors, Fallbacks, Invalidations, Resyncs uint64
+	Entries                                                          uint64 // a gauge: answers cached now
+}
+
+// latencyBuckets are the upper bounds of pxresp_reply_latency_seconds:
+// 1 µs to 131 ms, doubling (18 buckets, then +Inf). Replies take tens of
+// microseconds from the kernel's receive timestamp; the upper buckets catch
+// a stalled or starved process.
+var latencyBuckets = prometheus.ExponentialBuckets(1e-6, 2, 18)
+
+// metrics holds what the daemon pushes. Everything else is pulled through
+// the snapshot function given to newMetrics.
+type metrics struct {
+	// Latency is the reply latency histogram: pass it as
+	// responder.Config.Latency.
+	Latency prometheus.Histogram
+
+	reloads             *prometheus.CounterVec
+	lastReloadOK        prometheus.Gauge
+	lastReloadSuccessTS prometheus.Gauge
+	now                 func() time.Time
+}
+
+// newMetrics returns the metrics and the registry holding them, with the
+// standard Go runtime and process collectors. snap is called once per
+// scrape; the collector never calls it concurrently with itself. Call
+// newMetrics once the initial configuration is loaded: it counts as the last
+// successful load (pxresp_config_last_reload_successful 1, and its
+// timestamp is now) but not as a reload.
+func newMetrics(version string, snap func() snapshot) (*metrics, *prometheus.Registry) {
+	return newMetricsAt(version, snap, time.Now)
+}
+
+func newMetricsAt(version string, snap func() snapshot, now func() time.Time) (*metrics, *prometheus.Registry) {
+	m := &metrics{
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pxresp_reply_latency_seconds",
+			Help:    "Time from the kernel's receive timestamp of an answered ARP request to the return of the send of its reply, in seconds. Dry-run would-be replies and replies to requests without a kernel timestamp are not observed.",
+			Buckets: latencyBuckets,
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pxresp_config_reloads_total",
+			Help: "Configuration reloads (SIGHUP), by result: success (the new configuration is serving) or failure (it was refused and the previous one keeps serving). The load at start is not counted.",
+		}, []string{"result"}),
+		lastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pxresp_config_last_reload_successful",
+			Help: "1 if the last configuration load (at start or on SIGHUP) succeeded, 0 if it was refused.",
+		}),
+		lastReloadSuccessTS: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pxresp_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load (at start or on SIGHUP), in seconds.",
+		}),
+		now: now,
+	}
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	m.lastReloadOK.Set(1)
+	m.lastReloadSuccessTS.Set(unixSeconds(now()))
+
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "pxresp_build_info",
+		Help:        "Always 1; the labels give pxresp's version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo,
+		m.Latency, m.reloads, m.lastReloadOK, m.lastReloadSuccessTS,
+		newCollector(snap),
+	)
+	return m, reg
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.Unix()) + float64(t.Nanosecond())/1e9 }
+
+// reload records the result of a configuration reload.
+func (m *metrics) reload(ok bool) {
+	if !ok {
+		m.reloads.WithLabelValues("failure").Inc()
+		m.lastReloadOK.Set(0)
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastReloadOK.Set(1)
+	m.lastReloadSuccessTS.Set(unixSeconds(m.now()))
+}
+
+// collector turns a snapshot into metrics at scrape time.
+type collector struct {
+	mu   sync.Mutex // serialises calls to snap
+	snap func() snapshot
+
+	requests, replies, ignored, rateLimited, dryRun, malformed, sendErrors, readErrors        *prometheus.Desc
+	attaches, detaches, attachErrors, resyncs, attached                                       *prometheus.Desc
+	routeLookups, routeErrors, routeFallbacks, routeInvalidations, routeResyncs, routeEntries *prometheus.Desc
+}
+
+// routeResults are the values of pxresp_route_lookups_total's result label:
+// one per outcome, so that their sum is every lookup. The verdict label's
+// are policy.Verdict's names, all but reply.
+var routeResults = []string{"hit", "miss", "limited"}
+
+func newCollector(snap func() snapshot) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &collector{
+		snap: snap,
+		requests: d("pxresp_requests_total",
+			"Well-formed Ethernet/IPv4 ARP requests read on attached interfaces. Each is answered (pxresp_replies_total), ignored (pxresp_requests_ignored_total), rate limited (pxresp_rate_limited_total), not sent in dry run (pxresp_dry_run_replies_total) or failed to send (pxresp_send_errors_total)."),
+		replies: d("pxresp_replies_total",
+			"ARP replies sent."),
+		ignored: d("pxresp_requests_ignored_total",
+			"ARP requests not answered because the policy said so, by verdict.", "verdict"),
+		rateLimited: d("pxresp_rate_limited_total",
+			"ARP requests the policy would have answered that were not, because their interface's reply rate limit was reached."),
+		dryRun: d("pxresp_dry_run_replies_total",
+			"ARP replies that would have been sent but were not, because pxresp runs with --dry-run."),
+		malformed: d("pxresp_malformed_frames_total",
+			"Frames dropped because they are not well-formed Ethernet/IPv4 ARP (truncated, wrong hardware or protocol type or lengths, unknown opcode)."),
+		sendErrors: d("pxresp_send_errors_total",
+			"ARP replies the kernel refused to send."),
+		readErrors: d("pxresp_read_errors_total",
+			"Errors reading from an interface's socket, such as ENETDOWN while the link is down."),
+		attaches: d("pxresp_attaches_total",
+			"Interface listeners opened (an interface became selected, or its listener was reopened)."),
+		detaches: d("pxresp_detaches_total",
+			"Interface listeners closed (an interface was deleted, renamed out of the selection or left the network namespace)."),
+		attachErrors: d("pxresp_attach_errors_total",
+			"Interface listeners that could not be opened."),
+		resyncs: d("pxresp_netlink_resyncs_total",
+			"Times the interface watcher lost its netlink subscription (the socket overflowed) and read the full link and route lists again."),
+		attached: d("pxresp_interfaces_attached",
+			"Interfaces with an open listener now."),
+		routeLookups: d("pxresp_route_lookups_total",
+			"Route-mode route classifications of a request's target, by result: hit (answered from the route cache), miss (looked up over netlink), limited (a miss refused by the lookup rate limit; the request is ignored as route-unknown). Exported once a rule has been in route mode.", "result"),
+		routeErrors: d("pxresp_route_lookup_errors_total",
+			"Route-mode lookups that failed for another reason than the route (the interface is gone, netlink failed); the request is ignored as route-unknown. Failed netlink lookups are counted as misses too. Exported once a rule has been in route mode."),
+		routeFallbacks: d("pxresp_route_fallbacks_total",
+			"Route-mode netlink lookups whose input route lookup the kernel refused (forwarding off or rp_filter on the request's interface) and whose output route fallback found a unicast route. Counted as misses too. Exported once a rule has been in route mode."),
+		routeInvalidations: d("pxresp_route_cache_invalidations_total",
+			"Times the route cache was emptied: once per batch of route, address or link notifications read, and on each resync. Exported once a rule has been in route mode."),
+		routeResyncs: d("pxresp_route_netlink_resyncs_total",
+			"Times the route cache lost its netlink notification subscription (overflow or receive error) and subscribed again. Exported once a rule has been in route mode."),
+		routeEntries: d("pxresp_route_cache_entries",
+			"Route classifications cached now. Exported once a rule has been in route mode."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.requests, c.replies, c.ignored, c.rateLimited, c.dryRun, c.malformed, c.sendErrors, c.readErrors,
+		c.attaches, c.detaches, c.attachErrors, c.resyncs, c.attached,
+		c.routeLookups, c.routeErrors, c.routeFallbacks, c.routeInvalidations, c.routeResyncs, c.routeEntries,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	s := c.snap()
+	c.mu.Unlock()
+
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	r := &s.Responders
+	counter(c.requests, r.Requests)
+	counter(c.replies, r.Replies)
+	for v := policy.Verdict(0); int(v) < policy.NumVerdicts; v++ {
+		if v != policy.Reply {
+			counter(c.ignored, r.Ignored[v], v.String())
+		}
+	}
+	counter(c.rateLimited, r.RateLimited)
+	counter(c.dryRun, r.DryRun)
+	counter(c.malformed, r.Malformed)
+	counter(c.sendErrors, r.SendErrors)
+	counter(c.readErrors, r.ReadErrors)
+	counter(c.attaches, s.Attaches)
+	counter(c.detaches, s.Detaches)
+	counter(c.attachErrors, s.AttachErrors)
+	counter(c.resyncs, s.Resyncs)
+	ch <- prometheus.MustNewConstMetric(c.attached, prometheus.GaugeValue, float64(s.Attached))
+
+	if rt := s.Route; rt != nil {
+		for i, v := range []uint64{rt.Hits, rt.Misses, rt.Limited} {
+			counter(c.routeLookups, v, routeResults[i])
+		}
+		counter(c.routeErrors, rt.Errors)
+		counter(c.routeFallbacks, rt.Fallbacks)
+		counter(c.routeInvalidations, rt.Invalidations)
+		counter(c.routeResyncs, rt.Resyncs)
+		ch <- prometheus.MustNewConstMetric(c.routeEntries, prometheus.GaugeValue, float64(rt.Entries))
+	}
+}
+
+// newHTTPHandler serves the metrics endpoint and the health checks:
+//
+//   - /metrics: the registry, in the Prometheus text or protobuf format;
+//   - /healthz: 200 "ok" while the process serves HTTP (liveness);
+//   - /readyz: 200 "ready" once ready() is true (the initial interfaces are
+//     attached), 503 with the reason before.
+//
+// Each answers GET and HEAD only (405 otherwise); any other path is 404.
+func newHTTPHandler(reg *prometheus.Registry, ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	// ContinueOnError: one failing collector (the process collector
+	// cannot read /proc, say) must not hide the rest; the failure is
+	// counted in promhttp_metric_handler_errors_total.
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorHandling:     promhttp.ContinueOnError,
+		Registry:          reg,
+		EnableOpenMetrics: false,
+	})))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		plain(w, http.StatusOK, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready() {
+			plain(w, http.StatusOK, "ready\n")
+			return
+		}
+		plain(w, http.StatusServiceUnavailable, "not ready: the initial interfaces are not attached yet\n")
+	})
+	return mux
+}
+
+func plain(w http.ResponseWriter, code int, body string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+}
+
+// serveHTTP serves h on ln until ctx is done, then shuts the server down
+// (waiting at most a second for scrapes in flight) and returns. It returns
+// the server's error if it stops for another reason.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	})
+	err := srv.Serve(ln)
+	if stop() {
+		// ctx is not done: the server failed on its own.
+		return err
+	}
+	<-stopped
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

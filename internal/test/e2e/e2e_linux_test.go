@@ -1,0 +1,370 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/topo"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
+)
+
+// End-to-end tests: the built pxresp binary runs in the host namespace of a
+// reference topology (internal/topo) with kernel proxy_arp off everywhere,
+// and real clients in the pod namespaces (the pod's kernel, ping, arping,
+// raw ARP frames) talk through it.
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+// proc is a pxresp process running in a test namespace.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan error
+
+	mu    sync.Mutex
+	lines []string
+	added chan struct{} // closed and replaced whenever a line arrives
+}
+
+// startPxresp runs pxresp in tp's host namespace; the test stops it.
+func startPxresp(t *testing.T, tp *topo.Topology, args ...string) *proc {
+	t.Helper()
+	return startPxrespAs(t, tp, nil, args...)
+}
+
+// startPxrespAs runs pxresp under the wrapper command (setpriv, say).
+func startPxrespAs(t *testing.T, tp *topo.Topology, wrapper []string, args ...string) *proc {
+	t.Helper()
+	argv := append([]string{"netns", "exec", tp.Host.Name}, wrapper...)
+	argv = append(argv, testbin.Pxresp(t))
+	cmd := exec.Command("ip", append(argv, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1), added: make(chan struct{})}
+	go p.readLog(stderr)
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("pxresp log:\n%s", strings.Join(p.log(), "\n"))
+		}
+	})
+	p.waitLog(t, "msg=start", 1)
+	// Once ready, pxresp drops its capabilities (or logs that there is
+	// nothing to drop); tests that count its fds start after that.
+	p.waitLog(t, "privileges", 1)
+	return p
+}
+
+func (p *proc) readLog(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		p.mu.Lock()
+		p.lines = append(p.lines, sc.Text())
+		close(p.added)
+		p.added = make(chan struct{})
+		p.mu.Unlock()
+	}
+}
+
+func (p *proc) log() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// count returns how many log lines contain all of the substrings.
+func (p *proc) count(subs ...string) int {
+	n := 0
+	for _, l := range p.log() {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(l, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// waitLog waits (at most 5 s) until n log lines contain all of subs.
+func (p *proc) waitLog(t *testing.T, sub string, n int, more ...string) {
+	t.Helper()
+	subs := append([]string{sub}, more...)
+	deadline := time.After(5 * time.Second)
+	for {
+		p.mu.Lock()
+		added := p.added
+		p.mu.Unlock()
+		if p.count(subs...) >= n {
+			return
+		}
+		select {
+		case <-added:
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("pxresp exited (%v) before logging %d× %q:\n%s", err, n, subs, strings.Join(p.log(), "\n"))
+		case <-deadline:
+			t.Fatalf("pxresp did not log %d× %q within 5s:\n%s", n, subs, strings.Join(p.log(), "\n"))
+		}
+	}
+}
+
+// stop sends SIGTERM and requires exit status 0 within a second.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("pxresp exit after SIGTERM: %v", err)
+		}
+		t.Logf("pxresp exited %v after SIGTERM", time.Since(start).Round(time.Microsecond))
+	case <-time.After(time.Second):
+		t.Errorf("pxresp still running 1s after SIGTERM")
+	}
+}
+
+func (p *proc) fds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func newTopo(t *testing.T, pods int) *topo.Topology { return topotest.New(t, pods, "pxre") }
+
+// rename renames a host interface (down, rename, up, as ip requires).
+func rename(t *testing.T, tp *topo.Topology, from, to string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, args := range [][]string{{from, "down"}, {from, "name", to}, {to, "up"}} {
+		if err := tp.Host.IP(ctx, append([]string{"link", "set"}, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// replyMAC is the MAC a reply claims for the requested address.
+func replyMAC(r []byte) net.HardwareAddr { return net.HardwareAddr(r[22:28]) }
+
+// TestPodsTalkThroughPxresp is the main job: with kernel proxy_arp off, the
+// pods' own kernels resolve 169.254.1.1 through pxresp, and ping works pod
+// to pod and pod to host; arping gets answers.
+func TestPodsTalkThroughPxresp(t *testing.T) {
+	tp := newTopo(t, 2)
+	a, b := tp.Pods[0], tp.Pods[1]
+	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
+	p.waitLog(t, "msg=attach", 2)
+
+	for _, c := range []struct {
+		from *topo.Pod
+		to   netip.Addr
+	}{{a, b.IP}, {b, a.IP}, {a, tp.UplinkIP}} {
+		out := topotest.Exec(t, c.from.NS, "ping", "-c", "3", "-i", "0.2", "-W", "1", c.to.String())
+		if !strings.Contains(out, " 0% packet loss") {
+			t.Errorf("ping %v from %s: %s", c.to, c.from.NS.Name, out)
+		}
+	}
+	neigh := topotest.Exec(t, a.NS, "ip", "neigh", "show", "169.254.1.1")
+	if !strings.Contains(neigh, "lladdr ee:ee:ee:ee:ee:ee") {
+		t.Errorf("pod neighbour entry for the gateway: %q", neigh)
+	}
+	out := topotest.Exec(t, a.NS, "arping", "-c", "2", "-w", "2", "-i", a.PodIf, "169.254.1.1")
+	if strings.Count(strings.ToLower(out), "ee:ee:ee:ee:ee:ee") < 2 {
+		t.Errorf("arping: %s", out)
+	}
+	p.stop(t)
+}
+
+// TestRequestsAndRefusals: broadcast and unicast requests are answered; DAD
+// probes, gratuitous requests, own-address requests, frames for another
+// host and requests on an interface outside --iface are not.
+func TestRequestsAndRefusals(t *testing.T) {
+	tp := newTopo(t, 2)
+	a, other := tp.Pods[0], tp.Pods[1]
+	// Take the second pod out of the selection before pxresp starts.
+	rename(t, tp, other.HostIf, "tap0e2e")
+	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--target", "10.244.0.0/16")
+	p.waitLog(t, "msg=attach", 1)
+	ca, co := topotest.Client(t, a), topotest.Client(t, other)
+	gwMAC := net.HardwareAddr(topo.GatewayMAC)
+	bc := arptest.Broadcast
+
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"broadcast", arptest.Request(a.MAC, a.IP, topo.Gateway, bc)},
+		{"unicast", arptest.Request(a.MAC, a.IP, topo.Gateway, gwMAC)},
+		{"another pod", arptest.Request(a.MAC, a.IP, other.IP, bc)},
+	} {
+		r := topotest.Ask(t, ca, c.frame, time.Second)
+		if r == nil || !bytes.Equal(replyMAC(r), gwMAC) {
+			t.Errorf("%s: reply %x, want one from %v", c.name, r, gwMAC)
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		c     *arptest.Client
+		frame []byte
+	}{
+		{"DAD probe", ca, arptest.Request(a.MAC, netip.IPv4Unspecified(), topo.Gateway, bc)},
+		{"gratuitous", ca, arptest.Request(a.MAC, a.IP, a.IP, bc)},
+		{"own address", ca, arptest.Request(a.MAC, netip.MustParseAddr("10.244.9.9"), a.IP, bc)},
+		{"for another host", ca, arptest.Request(a.MAC, a.IP, topo.Gateway, net.HardwareAddr{2, 0, 0, 0, 0, 0x99})},
+		{"not a target", ca, arptest.Request(a.MAC, a.IP, netip.MustParseAddr("192.0.2.1"), bc)},
+		{"interface not selected", co, arptest.Request(other.MAC, other.IP, topo.Gateway, bc)},
+	} {
+		if r := topotest.Ask(t, c.c, c.frame, 300*time.Millisecond); r != nil {
+			t.Errorf("%s: unexpected reply %x", c.name, r)
+		}
+	}
+	if n := p.count("msg=attach"); n != 1 {
+		t.Errorf("%d attaches, want 1 (tap0e2e must not be attached)", n)
+	}
+	p.stop(t)
+}
+
+// TestInterfaceLifecycle: a veth created after start is served (the test
+// reports how fast), MAC changes are used at once, link down/up and renames
+// are followed, and a deleted veth is let go without leaking an fd.
+func TestInterfaceLifecycle(t *testing.T) {
+	tp := newTopo(t, 1)
+	ctx := context.Background()
+	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
+	p.waitLog(t, "msg=attach", 1)
+	fds := p.fds(t)
+
+	// A new pod after start: poll with requests until the first reply.
+	start := time.Now()
+	pod, err := tp.AddPod(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Since(start)
+	c := topotest.Client(t, pod)
+	req := arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)
+	var reply []byte
+	for i := 0; reply == nil && i < 5000; i++ {
+		reply = topotest.Ask(t, c, req, time.Millisecond)
+	}
+	if reply == nil {
+		t.Fatal("new veth not answered within 5000 tries")
+	}
+	t.Logf("new veth answered %v after AddPod started (%v of it creating the pod)", time.Since(start).Round(time.Microsecond), created.Round(time.Microsecond))
+	if out := topotest.Exec(t, pod.NS, "ping", "-c", "1", "-W", "1", tp.UplinkIP.String()); !strings.Contains(out, " 0% packet loss") {
+		t.Errorf("ping from the new pod: %s", out)
+	}
+
+	// MAC change: the reply carries the new MAC as soon as ifwatch sees it.
+	newMAC := net.HardwareAddr{0x02, 0xee, 0, 0, 0, 0x01}
+	if err := tp.Host.IP(ctx, "link", "set", pod.HostIf, "address", newMAC.String()); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "msg=\"mac changed\"", 1, "mac="+newMAC.String())
+	if r := topotest.Ask(t, c, req, time.Second); r == nil || !bytes.Equal(replyMAC(r), newMAC) {
+		t.Errorf("after MAC change: reply %x, want MAC %v", r, newMAC)
+	}
+
+	// Link down and up: still served.
+	for _, s := range []string{"down", "up"} {
+		if err := tp.Host.IP(ctx, "link", "set", pod.HostIf, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.waitLog(t, "msg=\"link changed\"", 2, pod.HostIf)
+	if r := topotest.Ask(t, c, req, time.Second); r == nil {
+		t.Error("no reply after link down/up")
+	}
+
+	// Rename out of the glob: detached and silent; back in: attached again.
+	rename(t, tp, pod.HostIf, "tapout0")
+	p.waitLog(t, "msg=detach", 1)
+	if r := topotest.Ask(t, c, req, 300*time.Millisecond); r != nil {
+		t.Errorf("reply %x on an interface renamed out of the glob", r)
+	}
+	rename(t, tp, "tapout0", pod.HostIf)
+	p.waitLog(t, "msg=attach", 3)
+	if r := topotest.Ask(t, c, req, time.Second); r == nil {
+		t.Error("no reply after renaming back into the glob")
+	}
+
+	// Delete: detached, and the socket is gone.
+	if err := tp.DelPod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "msg=detach", 2)
+	if n := p.fds(t); n != fds {
+		t.Errorf("pxresp has %d fds after the veth was deleted, %d before it was created", n, fds)
+	}
+	p.stop(t)
+}
+
+// TestCapabilities: as an unprivileged user holding only CAP_NET_RAW,
+// pxresp serves; with no capability at all it exits 1 at once, naming
+// CAP_NET_RAW.
+func TestCapabilities(t *testing.T) {
+	tp := newTopo(t, 1)
+	pod := tp.Pods[0]
+	asNobody := []string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"}
+	netRawOnly := append(asNobody, "--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw")
+	noCaps := append(asNobody, "--inh-caps", "-all", "--bounding-set", "-all")
+	args := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
+
+	p := startPxrespAs(t, tp, netRawOnly, args...)
+	p.waitLog(t, "msg=attach", 1)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Uid:\t65534", "CapEff:\t0000000000002000"} {
+		if !strings.Contains(string(status), want) {
+			t.Fatalf("pxresp is not running as nobody with CAP_NET_RAW only (%q missing):\n%s", want, status)
+		}
+	}
+	c := topotest.Client(t, pod)
+	if r := topotest.Ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
+		t.Error("no reply from pxresp holding only CAP_NET_RAW")
+	}
+	p.stop(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append(append([]string{"netns", "exec", tp.Host.Name}, noCaps...), append([]string{testbin.Pxresp(t)}, args...)...)...)
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "needs CAP_NET_RAW") {
+		t.Errorf("without capabilities: exit %d (%v), output %q; want exit 1 naming CAP_NET_RAW", code, err, out)
+	}
+}
