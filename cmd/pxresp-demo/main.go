@@ -8,7 +8,7 @@
 // pxresp with SIGTERM and removes every namespace, also when interrupted
 // (Ctrl-C, SIGTERM). Every packet stays inside the demo's namespaces.
 //
-// With --scenario NAME it runs one of the seed scenarios instead
+// With --scenario NAME it runs one of the scenarios instead
 // (internal/scenario: pod-pod, pod-host, snat, broken-l2, broken-l2-proxy,
 // cross-node): it prints the scenario's traffic path, builds it, shows the
 // traffic fail without an ARP answerer, starts pxresp where the scenario
@@ -45,7 +45,7 @@ import (
 
 var version = "dev"
 
-// nodeScenario is the default demo: the reference node of topology.md.
+// nodeScenario is the default demo: the reference node (docs/topology.md).
 const nodeScenario = "node"
 
 const (

@@ -17,20 +17,20 @@ import (
 // listScenarios prints `--scenario list`.
 func listScenarios(out io.Writer) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "%s\t%s\t%s\n", nodeScenario, "topology.md", "the reference node: two pods, a third added and deleted while pxresp runs (default)")
+	fmt.Fprintf(w, "%s\t%s\n", nodeScenario, "the reference node: two pods, a third added and deleted while pxresp runs (default)")
 	for _, s := range scenario.All() {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", s.Name, s.Seed, s.Title)
+		fmt.Fprintf(w, "%s\t%s\n", s.Name, s.Title)
 	}
 	w.Flush()
 	fmt.Fprintln(out, "\nRun one as root: make demo SCENARIO=NAME (or pxresp-demo --scenario NAME).")
 }
 
-// scenarioSteps runs a seed scenario: build it, show that the traffic fails
+// scenarioSteps runs a scenario: build it, show that the traffic fails
 // without an ARP answerer, start pxresp, show the traffic path work and the
 // proxied MAC, stop pxresp, tear down. It returns an error only when it
 // cannot go on; failed checks are counted in d.
 func scenarioSteps(ctx context.Context, d *demo, sc *scenario.Scenario, pxresp, prefix string) error {
-	d.printf("\n%s (%s)\n", sc.Name, sc.Seed)
+	d.printf("\n%s: %s\n", sc.Name, sc.Title)
 	d.show(strings.Split(sc.Text, "\n"))
 
 	d.step("Build the topology; kernel proxy_arp off everywhere")

@@ -13,12 +13,12 @@ import (
 
 // Addresses. Everything is inside the scenario's namespaces: pods in
 // 10.244.0.0/16, uplinks, underlay and the SNAT client in 198.18.0.0/15,
-// seed 001's subnet in 192.168.77.0/24.
+// the broken-l2 subnet in 192.168.77.0/24.
 var (
 	uplinkHost = netip.MustParseAddr("198.18.0.1") // a node's up0 (pod-pod, pod-host, snat)
 	uplinkSink = netip.MustParseAddr("198.18.0.2") // the sink / remote at the other end
 
-	snatClient = netip.MustParsePrefix("198.19.1.2/24") // seed 000's 1.1.1.2/24
+	snatClient = netip.MustParsePrefix("198.19.1.2/24")
 
 	l2A = netip.MustParsePrefix("192.168.77.10/24")
 	l2B = netip.MustParsePrefix("192.168.77.20/24")
@@ -40,9 +40,8 @@ func gatewayArgs(glob string) []string {
 var all = []*Scenario{
 	{
 		Name:  "pod-pod",
-		Seed:  "seed 002",
 		Title: "same-node pod to pod on a Calico node",
-		Text: `Same-node pod to pod on a Calico node (seed 002).
+		Text: `Same-node pod to pod on a Calico node.
   pod0 eth0 10.244.0.2/32 <-veth-> caliA  [host]  caliB <-veth-> pod1 eth0 10.244.0.3/32
   caliA, caliB: "cali" + 11 hex digits, MAC ee:ee:ee:ee:ee:ee, no address.
   pods: 169.254.1.1 dev eth0 scope link; default via 169.254.1.1 dev eth0.
@@ -65,9 +64,8 @@ Path pod0 -> pod1:
 	},
 	{
 		Name:  "pod-host",
-		Seed:  "seed 003",
 		Title: "a pod pings its host's address",
-		Text: `A pod reaches its host's address (seed 003: the pod has no route to the host,
+		Text: `A pod reaches its host's address (the pod has no route to the host,
 yet ping works).
   pod0 eth0 10.244.0.2/32 <-veth-> caliA  [host: up0 198.18.0.1/24]
   Routes as in pod-pod; the host's address is the one on its uplink up0.
@@ -83,10 +81,9 @@ Path pod0 -> 198.18.0.1:
 	},
 	{
 		Name:  "snat",
-		Seed:  "seed 000",
 		Title: "a namespace with a /24 address reaches a remote through the host with SNAT",
 		Text: `A namespace with a /24 address reaches a remote network through the host with
-SNAT (seed 000, with 198.19.1.0/24 in place of the article's 1.1.1.0/24).
+SNAT.
   ns1 c-eth0 198.19.1.2/24 <-veth-> veth-ns1 (no address)  [host]
       up0 198.18.0.1/24 <-veth-> remote eth0 198.18.0.2/24
   ns1: 169.254.1.1 dev c-eth0 scope link; default via 169.254.1.1 dev c-eth0.
@@ -103,17 +100,15 @@ Path ns1 -> 198.18.0.2:
   4. The remote replies to 198.18.0.1, on its own subnet. Conntrack rewrites the
      destination back to 198.19.1.2 and the host sends it out veth-ns1, after asking
      "who-has 198.19.1.2 tell 198.18.0.1" there. The host needs that route to
-     198.19.1.0/24 for the reply; the seed's steps leave it out.
+     198.19.1.0/24 for the reply.
   Checked: the remote's UDP socket sees the source 198.18.0.1; the remote has no route
   to 198.19.1.2; the MASQUERADE rule counted packets.`,
 		build: buildSNAT,
 	},
 	{
 		Name:  "broken-l2",
-		Seed:  "seed 001",
 		Title: "two hosts on one subnet without L2 between them, joined by a proxy host (route mode)",
 		Text: `Two hosts in one subnet with no L2 link between them, joined by a proxy host
-(seed 001).
   a eth0 192.168.77.10/24 <-veth-> vethA  [proxy]  vethB <-veth-> b eth0 192.168.77.20/24
   proxy: no address; 192.168.77.10 dev vethA; 192.168.77.20 dev vethB; forwarding on;
          for the checks also 192.168.77.11 dev vethA, 192.168.77.30 dev vethB.
@@ -134,7 +129,6 @@ Path a -> b:
 	},
 	{
 		Name:  "broken-l2-proxy",
-		Seed:  "seed 001",
 		Title: "broken-l2 with explicit proxy entries (config file) instead of route mode",
 		Text: `broken-l2's topology, answered by explicit proxy entries instead of route mode:
 the equivalent of "ip neigh add proxy 192.168.77.20 dev vethA" and
@@ -151,9 +145,8 @@ is not answered here, unlike in broken-l2; 192.168.77.11 and 192.168.77.99 are n
 	},
 	{
 		Name:  "cross-node",
-		Seed:  "seed 003",
 		Title: "pod to pod across two Calico-style nodes routed over an underlay",
-		Text: `Pod to pod across two nodes, the question seed 003 ends on; routed as Calico
+		Text: `Pod to pod across two nodes, routed as Calico
 does without encapsulation (BGP, like flannel's host-gw).
   n1pod0 eth0 10.244.1.2/32 <-veth-> caliA  [node1]  ul0 198.18.0.1/24
     <-underlay veth-> ul0 198.18.0.2/24  [node2]  caliB <-veth-> n2pod0 eth0 10.244.2.2/32

@@ -1,11 +1,12 @@
-// Package scenario builds the seed articles' scenarios (issue 6, part 3)
+// Package scenario builds the setups where some host answers ARP for
+// others (same-node pods, pod to host, SNAT, a split L2 segment, two nodes)
 // out of network namespaces, for privileged end-to-end tests and for
 // `make demo SCENARIO=name`. Each scenario is a topology where some host
 // must answer ARP on behalf of others; with kernel proxy_arp off and nothing
 // in its place the traffic fails, and with pxresp (or, as the reference,
 // the kernel's proxy_arp) answering it flows.
 //
-// A Scenario is static (name, seed, description); Build makes an Instance:
+// A Scenario is static (name, title, description); Build makes an Instance:
 // the namespaces, the answerers (where pxresp runs, with which arguments,
 // and which kernel settings stand for it in the reference run), the pings
 // that must go through, the neighbour entries that must show the proxied
@@ -32,12 +33,10 @@ import (
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
-// Scenario is one seed scenario.
+// Scenario is one setup.
 type Scenario struct {
 	// Name is what `make demo SCENARIO=` and `pxresp-demo --scenario` take.
 	Name string
-	// Seed names the seed article it comes from.
-	Seed string
 	// Title is a one-line summary.
 	Title string
 	// Text describes the topology and the traffic path hop by hop, and

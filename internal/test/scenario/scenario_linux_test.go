@@ -14,7 +14,7 @@ import (
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
-// Every seed scenario end to end, three times over on one topology:
+// Every scenario end to end, three times over on one topology:
 //
 //   - none: kernel proxy_arp off and no pxresp: every ping fails (nothing
 //     answers the first hop's ARP request);

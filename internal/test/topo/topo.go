@@ -1,4 +1,4 @@
-// Package topo builds the reference topology of shared/topology.md — a
+// Package topo builds the reference topology of docs/topology.md — a
 // Calico-style node — out of network namespaces, for tests, the demo and
 // benchmarks. With prefix P (see NewPrefix):
 //
@@ -19,7 +19,7 @@
 // the kernel's proxy ARP would also hinge on the pod's /32 route; a test
 // that wants that can set it with Host.Sysctl). The kernel's proxy ARP,
 // when a test turns it on with SetKernelProxyARP, then answers exactly as
-// topology.md describes.
+// docs/topology.md describes.
 //
 // All of it needs root; see internal/privtest.
 package topo
@@ -267,7 +267,7 @@ func (t *Topology) AddPod(ctx context.Context) (_ *Pod, err error) {
 	route := p.IP.String() + "/32"
 	if err := runSteps(ctx, []step{
 		{pn, []string{"link", "set", "lo", "up"}},
-		// Like topology.md: make the pair in the host, move the peer into
+		// As docs/topology.md says: make the pair in the host, move the peer into
 		// the pod and call it eth0.
 		{h, []string{"link", "add", p.HostIf, "type", "veth", "peer", "name", tmp}},
 		{h, []string{"link", "set", tmp, "netns", pn.Name}},
