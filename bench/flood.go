@@ -192,10 +192,10 @@ func (e *env) floodSlot(ctx context.Context, round int, resp string, ifs []strin
 		var before procSnap
 		var dropsBefore uint64
 		if resp == P {
-			if dropsBefore, err = e.px.socketDrops(ctx, e.t.Host); err != nil {
+			if dropsBefore, err = socketDrops(ctx, e.px, e.t.Host); err != nil {
 				return err
 			}
-			if before, err = e.px.snap(); err != nil {
+			if before, err = readProc(e.px.Pid()); err != nil {
 				return err
 			}
 		}
@@ -203,19 +203,19 @@ func (e *env) floodSlot(ctx context.Context, round int, resp string, ifs []strin
 		if run != nil {
 			run.Responder, run.Round = resp, round
 			if resp == P {
-				after, serr := e.px.snap()
+				after, serr := readProc(e.px.Pid())
 				if serr != nil {
 					err = errors.Join(err, serr)
 				} else {
 					run.CPUTicks, run.CPUNs = after.Ticks-before.Ticks, after.CPUNs-before.CPUNs
 				}
-				if d, derr := e.px.socketDrops(ctx, e.t.Host); derr != nil {
+				if d, derr := socketDrops(ctx, e.px, e.t.Host); derr != nil {
 					err = errors.Join(err, derr)
 				} else {
 					run.RespDrops = int64(d - dropsBefore)
 				}
-				if !e.px.alive() {
-					err = errors.Join(err, fmt.Errorf("pxresp died during the flood: %s", e.px.lastLines()))
+				if !e.px.Alive() {
+					err = errors.Join(err, fmt.Errorf("pxresp died during the flood: %s", lastLines(e.px)))
 				}
 			}
 			e.res.Flood = append(e.res.Flood, run)

@@ -285,25 +285,25 @@ func (e *env) latencySlot(ctx context.Context, resp string, ms []string, ifs []s
 				return err
 			}
 			if _, err := probe(ctx, c, broadcastReq, 2*time.Millisecond, 5*time.Second); err != nil {
-				return fmt.Errorf("pxresp not answering: %w (%s)", err, e.px.lastLines())
+				return fmt.Errorf("pxresp not answering: %w (%s)", err, lastLines(e.px))
 			}
 			for _, k := range []kind{broadcastReq, unicastReq} {
 				s := e.series("pod", P, k, m)
-				before, err := e.px.snap()
+				before, err := readProc(e.px.Pid())
 				if err != nil {
 					return err
 				}
 				if err := e.block(ctx, s, []*rawSock{c}, k, o.Samples, o.timeout, maxDur); err != nil {
 					return err
 				}
-				after, err := e.px.snap()
+				after, err := readProc(e.px.Pid())
 				if err != nil {
 					return err
 				}
 				s.PxSwitches += after.Switches - before.Switches
 			}
-			if !e.px.alive() {
-				return fmt.Errorf("pxresp died during the round: %s", e.px.lastLines())
+			if !e.px.Alive() {
+				return fmt.Errorf("pxresp died during the round: %s", lastLines(e.px))
 			}
 			if err := e.stopPx(); err != nil {
 				return err

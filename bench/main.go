@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
@@ -160,7 +161,7 @@ type env struct {
 	podS   *rawSock
 	far    *topo.NS // the extra namespace holding the far ends of many veths
 	res    *Results
-	px     *pxProc // the running pxresp, if any
+	px     *pxproc.Proc // the running pxresp, if any
 	start  time.Time
 }
 
@@ -294,8 +295,8 @@ func (e *env) cleanup() {
 }
 
 // startPx starts pxresp (e.px) unless one runs.
-func (e *env) startPx(pinned bool, level string) (*pxProc, error) {
-	if e.px != nil && e.px.alive() {
+func (e *env) startPx(pinned bool, level string) (*pxproc.Proc, error) {
+	if e.px != nil && e.px.Alive() {
 		return nil, errors.New("internal: a pxresp is already running")
 	}
 	p, err := startPxresp(e.bin, e.t.Host, pinned, level)
@@ -311,7 +312,7 @@ func (e *env) stopPx() error {
 	if e.px == nil {
 		return nil
 	}
-	err := e.px.stop()
+	_, _, err := e.px.Stop(5 * time.Second)
 	if err == nil {
 		e.px = nil
 	}
@@ -376,19 +377,6 @@ func (e *env) kernelSilent(ctx context.Context, ifs []string) error {
 		if v != "0" {
 			return fmt.Errorf("%s = %s: the kernel would answer too", keys[min(i, len(keys)-1)], v)
 		}
-	}
-	return nil
-}
-
-// ipBatch runs `ip -n NS -batch -` with the given commands.
-func ipBatch(ctx context.Context, ns string, cmds []string) error {
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, "ip", "-n", ns, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip -n %s -batch (%d commands): %w: %s", ns, len(cmds), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

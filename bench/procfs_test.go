@@ -4,51 +4,53 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 )
 
-func TestLogAttrs(t *testing.T) {
-	l := `time=2025-01-01T00:00:00Z level=INFO msg=attach iface=cali0123456789a ifindex=7 mac=ee:ee:ee:ee:ee:ee up=true`
-	if logMsg(l) != "attach" || logAttr(l, "iface") != "cali0123456789a" || logAttr(l, "ifindex") != "7" {
-		t.Errorf("msg %q iface %q", logMsg(l), logAttr(l, "iface"))
+func TestTail(t *testing.T) {
+	var ls []pxproc.Line
+	for _, l := range []string{
+		"level=INFO msg=start iface=[cali*]",
+		"level=INFO msg=attach iface=calib000001 ifindex=9",
+		"level=WARN msg=one",
+		"level=INFO msg=detach iface=calib000001 ifindex=9",
+		"level=ERROR msg=oops",
+	} {
+		ls = append(ls, pxproc.Line{Text: l})
 	}
-	if logAttr(l, "if") != "" {
-		t.Error("prefix of a key matched")
+	if got := tail(ls, 2); got != "level=WARN msg=one\nlevel=ERROR msg=oops" {
+		t.Errorf("tail(2) = %q", got)
 	}
-	if got := logAttr(`level=WARN msg="link changed" iface="calia"`, "iface"); got != "calia" {
-		t.Errorf("quoted value: %q", got)
+	if got := tail(ls, 20); !strings.HasPrefix(got, "level=INFO msg=start") || strings.Contains(got, "msg=attach") || strings.Contains(got, "msg=detach") {
+		t.Errorf("tail(20) = %q", got)
+	}
+	if got := tail(nil, 20); got != "" {
+		t.Errorf("tail of nothing = %q", got)
 	}
 }
 
-func TestPxProcStderr(t *testing.T) {
-	p := &pxProc{attached: map[string]time.Time{}, changed: make(chan struct{})}
-	ch := p.changed
-	// Lines may arrive in pieces.
-	for _, chunk := range []string{
-		"level=INFO msg=start iface=[cali*]\nlevel=INFO msg=att",
-		"ach iface=calib000001 ifindex=9 mac=ee:ee:ee:ee:ee:ee\n",
-		"level=INFO msg=attach iface=calib000002 ifindex=10\nlevel=INFO msg=attach iface=caliX ifindex=11\n",
-		"level=INFO msg=detach iface=calib000002 ifindex=10\nlevel=ERROR msg=oops\n",
-	} {
-		if _, err := p.Write([]byte(chunk)); err != nil {
-			t.Fatal(err)
-		}
+func TestAttachTimes(t *testing.T) {
+	t0 := time.Now()
+	att := map[int]pxproc.Iface{
+		9:  {Name: "calib000001", Index: 9, At: t0},
+		10: {Name: "calib000002", Index: 10, At: t0.Add(time.Second)},
+		11: {Name: "caliX", Index: 11, At: t0.Add(2 * time.Second)},
 	}
-	if n := p.attachedCount("calib"); n != 1 {
-		t.Errorf("attached calib* = %d, want 1", n)
+	if at, ok := attachTime(att, "calib000002"); !ok || !at.Equal(t0.Add(time.Second)) {
+		t.Errorf("attachTime = %v, %v", at, ok)
 	}
-	if n := p.attachedCount("cali"); n != 2 {
-		t.Errorf("attached cali* = %d, want 2", n)
+	if _, ok := attachTime(att, "calib"); ok {
+		t.Error("attachTime of a prefix: found")
 	}
-	if _, ok := p.attachTime("calib000001"); !ok {
-		t.Error("no attach time")
+	if got := lastAttach(att, "calib"); !got.Equal(t0.Add(time.Second)) {
+		t.Errorf("lastAttach(calib) = %v", got)
 	}
-	select {
-	case <-ch:
-	default:
-		t.Error("attach did not signal")
+	if got := lastAttach(att, "cali"); !got.Equal(t0.Add(2 * time.Second)) {
+		t.Errorf("lastAttach(cali) = %v", got)
 	}
-	if got := p.lastLines(); !strings.Contains(got, "msg=oops") || strings.Contains(got, "msg=attach") {
-		t.Errorf("tail %q", got)
+	if got := lastAttach(att, "nothing"); !got.IsZero() {
+		t.Errorf("lastAttach(nothing) = %v", got)
 	}
 }
 

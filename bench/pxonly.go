@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
@@ -27,25 +28,25 @@ func farIP(base byte, i int) netip.Addr {
 
 // startPxInfo starts an unpinned pxresp at info level (attach lines on
 // stderr) and waits until it attached the pod's interface.
-func (e *env) startPxInfo(ctx context.Context) (*pxProc, error) {
+func (e *env) startPxInfo(ctx context.Context) (*pxproc.Proc, error) {
 	p, err := e.startPx(false, "info")
 	if err != nil {
 		return nil, err
 	}
-	if err := p.waitAttached(ctx, e.pod.HostIf, 1, 10*time.Second); err != nil {
+	if err := waitAttached(ctx, p, e.pod.HostIf, 1, 10*time.Second); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
 // memPoint records pxresp's VmRSS with n attached interfaces, once per n.
-func (e *env) memPoint(p *pxProc, n int) error {
+func (e *env) memPoint(p *pxproc.Proc, n int) error {
 	for _, m := range e.res.Memory {
 		if m.Interfaces == n {
 			return nil
 		}
 	}
-	v, err := procstat.Status(p.pid, "VmRSS")
+	v, err := procstat.Status(p.Pid(), "VmRSS")
 	if err != nil {
 		return err
 	}
@@ -111,7 +112,7 @@ func (e *env) runAttach(ctx context.Context) error {
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return err
 	}
-	if err := e.memPoint(p, p.attachedCount("cali")); err != nil {
+	if err := e.memPoint(p, p.NumAttached("cali")); err != nil {
 		return err
 	}
 	res := &AttachResult{Reps: o.AttachReps}
@@ -125,8 +126,8 @@ func (e *env) runAttach(ctx context.Context) error {
 		if err != nil {
 			res.Failed++
 			logf("attach rep %d: %v", rep, err)
-			if !p.alive() {
-				return fmt.Errorf("pxresp died: %s", p.lastLines())
+			if !p.Alive() {
+				return fmt.Errorf("pxresp died: %s", lastLines(p))
 			}
 			continue
 		}
@@ -140,7 +141,7 @@ func (e *env) runAttach(ctx context.Context) error {
 	return nil
 }
 
-func (e *env) attachOnce(ctx context.Context, p *pxProc, hostNL, farNL *netlink.Handle, far *topo.NS, farH netns.NsHandle, rep int) (lat, createToAttach, setUp int64, err error) {
+func (e *env) attachOnce(ctx context.Context, p *pxproc.Proc, hostNL, farNL *netlink.Handle, far *topo.NS, farH netns.NsHandle, rep int) (lat, createToAttach, setUp int64, err error) {
 	name, peer := fmt.Sprintf("calia%06d", rep), fmt.Sprintf("fa%d", rep)
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: name, HardwareAddr: net.HardwareAddr(gatewayMAC[:])},
@@ -167,10 +168,10 @@ func (e *env) attachOnce(ctx context.Context, p *pxProc, hostNL, farNL *netlink.
 	if err := farNL.LinkSetUp(pl); err != nil {
 		return 0, 0, 0, err
 	}
-	if err := p.waitAttached(ctx, name, 1, 5*time.Second); err != nil {
+	if err := waitAttached(ctx, p, name, 1, 5*time.Second); err != nil {
 		return 0, 0, 0, err
 	}
-	ta, _ := p.attachTime(name)
+	ta, _ := attachTime(p.Attached(), name)
 	createToAttach = ta.Sub(tCreate).Nanoseconds()
 	c, err := openRawSock(far, peer, farIP(200, rep))
 	if err != nil {
@@ -261,7 +262,7 @@ func (e *env) runIdle(ctx context.Context) error {
 	if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
 		return err
 	}
-	if err := e.memPoint(p, p.attachedCount("cali")); err != nil {
+	if err := e.memPoint(p, p.NumAttached("cali")); err != nil {
 		return err
 	}
 	n := o.IdleIfaces - 1
@@ -275,27 +276,27 @@ func (e *env) runIdle(ctx context.Context) error {
 		for i := range n {
 			del = append(del, fmt.Sprintf("link del calii%06d", i))
 		}
-		if derr := ipBatch(context.WithoutCancel(ctx), e.t.Host.Name, del); derr != nil {
+		if derr := e.t.Host.Batch(context.WithoutCancel(ctx), del); derr != nil {
 			logf("deleting the idle interfaces: %v", derr)
 		}
 	}()
-	if err := ipBatch(ctx, e.t.Host.Name, host); err != nil {
+	if err := e.t.Host.Batch(ctx, host); err != nil {
 		return err
 	}
-	if err := ipBatch(ctx, far.Name, farSide); err != nil {
+	if err := far.Batch(ctx, farSide); err != nil {
 		return err
 	}
-	if err := p.waitAttached(ctx, "cali", o.IdleIfaces, 60*time.Second); err != nil {
+	if err := waitAttached(ctx, p, "cali", o.IdleIfaces, 60*time.Second); err != nil {
 		return err
 	}
 	// Let the new links settle (carrier, link notifications) first.
 	if err := sleepCtx(ctx, 2*time.Second); err != nil {
 		return err
 	}
-	if err := e.memPoint(p, p.attachedCount("cali")); err != nil {
+	if err := e.memPoint(p, p.NumAttached("cali")); err != nil {
 		return err
 	}
-	s0, err := p.snap()
+	s0, err := readProc(p.Pid())
 	if err != nil {
 		return err
 	}
@@ -303,13 +304,13 @@ func (e *env) runIdle(ctx context.Context) error {
 	if err := sleepCtx(ctx, o.idleDur); err != nil {
 		return err
 	}
-	s1, err := p.snap()
+	s1, err := readProc(p.Pid())
 	if err != nil {
 		return err
 	}
 	el := time.Since(t0)
 	e.res.Idle = &IdleResult{
-		Interfaces: p.attachedCount("cali"),
+		Interfaces: p.NumAttached("cali"),
 		DurationNs: el.Nanoseconds(),
 		CPUTicks:   s1.Ticks - s0.Ticks,
 		CPUNs:      s1.CPUNs - s0.CPUNs,
@@ -319,8 +320,8 @@ func (e *env) runIdle(ctx context.Context) error {
 		CPUPercent: 100 * float64(s1.CPUNs-s0.CPUNs) / float64(el.Nanoseconds()),
 	}
 	logf("idle: %+v", *e.res.Idle)
-	if !p.alive() {
-		return fmt.Errorf("pxresp died: %s", p.lastLines())
+	if !p.Alive() {
+		return fmt.Errorf("pxresp died: %s", lastLines(p))
 	}
 	return nil
 }
@@ -369,11 +370,11 @@ func (e *env) runBurst(ctx context.Context) error {
 	res := &BurstResult{Interfaces: o.Burst}
 	e.res.Burst = res
 	t0 := time.Now()
-	if err := ipBatch(ctx, e.t.Host.Name, host); err != nil {
+	if err := e.t.Host.Batch(ctx, host); err != nil {
 		return err
 	}
 	t1 := time.Now()
-	if err := ipBatch(ctx, far.Name, farSide); err != nil {
+	if err := far.Batch(ctx, farSide); err != nil {
 		return err
 	}
 	t2 := time.Now()
@@ -388,12 +389,12 @@ func (e *env) runBurst(ctx context.Context) error {
 			c.close()
 		}
 	}()
-	werr := p.waitAttached(ctx, "calib", o.Burst, 60*time.Second)
-	res.Attached = p.attachedCount("calib")
+	werr := waitAttached(ctx, p, "calib", o.Burst, 60*time.Second)
+	res.Attached = p.NumAttached("calib")
 	if werr != nil {
 		return werr
 	}
-	last := p.lastAttach("calib")
+	last := lastAttach(p.Attached(), "calib")
 	res.AllAttachedNs, res.AfterCreateNs = last.Sub(t0).Nanoseconds(), last.Sub(t1).Nanoseconds()
 	answered, err := probeAll(ctx, socks, time.Millisecond, 10*time.Second)
 	if err != nil {
@@ -405,7 +406,7 @@ func (e *env) runBurst(ctx context.Context) error {
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return err
 	}
-	return e.memPoint(p, p.attachedCount("cali"))
+	return e.memPoint(p, p.NumAttached("cali"))
 }
 
 // ensureBurstIfaces creates the burst interfaces without measuring, when the
@@ -415,10 +416,10 @@ func (e *env) ensureBurstIfaces(ctx context.Context, far *topo.NS) error {
 		return nil
 	}
 	host, farSide := manyVeths("calib", "fb", far.Name, e.o.Burst)
-	if err := ipBatch(ctx, e.t.Host.Name, host); err != nil {
+	if err := e.t.Host.Batch(ctx, host); err != nil {
 		return err
 	}
-	return ipBatch(ctx, far.Name, farSide)
+	return far.Batch(ctx, farSide)
 }
 
 // silentAll checks that none of socks gets an answer to a broadcast request.
@@ -516,11 +517,11 @@ func (e *env) scaleSlot(ctx context.Context, resp string, ms []string, socks []*
 			if err != nil {
 				return err
 			}
-			if err := p.waitAttached(ctx, "cali", total, 60*time.Second); err != nil {
+			if err := waitAttached(ctx, p, "cali", total, 60*time.Second); err != nil {
 				return err
 			}
 			if e.res.Burst != nil {
-				e.res.Burst.StartupAttachNs = append(e.res.Burst.StartupAttachNs, p.lastAttach("cali").Sub(t0).Nanoseconds())
+				e.res.Burst.StartupAttachNs = append(e.res.Burst.StartupAttachNs, lastAttach(p.Attached(), "cali").Sub(t0).Nanoseconds())
 			}
 			for _, c := range socks {
 				if _, err := probe(ctx, c, broadcastReq, 2*time.Millisecond, 5*time.Second); err != nil {
@@ -530,8 +531,8 @@ func (e *env) scaleSlot(ctx context.Context, resp string, ms []string, socks []*
 			if err := e.block(ctx, e.series("scale", P, broadcastReq, m), socks, broadcastReq, o.ScaleSamples, o.timeout, maxDur); err != nil {
 				return err
 			}
-			if !p.alive() {
-				return fmt.Errorf("pxresp died: %s", p.lastLines())
+			if !p.Alive() {
+				return fmt.Errorf("pxresp died: %s", lastLines(p))
 			}
 			if err := e.stopPx(); err != nil {
 				return err

@@ -23,14 +23,10 @@ import (
 
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/test/privtest"
-	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pxproc.Main(m) }
 
 func readFile(t *testing.T, name string) []byte {
 	t.Helper()
@@ -110,7 +106,7 @@ func unitDirectives(unit []byte) map[string][]string {
 func TestSystemdUnit(t *testing.T) {
 	sa := systemdAnalyze(t)
 	unit := readFile(t, "pxresp.service")
-	bin := testbin.Pxresp(t)
+	bin := pxproc.Bin(t)
 
 	if err := verify(t, sa, unitCopy(t, unit, bin)); err != nil {
 		t.Error(err)

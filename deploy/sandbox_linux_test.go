@@ -14,14 +14,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
-	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
@@ -30,19 +29,6 @@ import (
 // and daemonset.yaml run it, minus systemd and Kubernetes: the same user,
 // capabilities, no_new_privs, flags and config, checking what it does
 // against what the sandbox allows.
-
-// lookTool finds a command that privileged tests need.
-func lookTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if privtest.Required() {
-			t.Fatalf("%s is missing (Debian package %s): %v", name, pkg, err)
-		}
-		t.Skipf("%s is missing (Debian package %s): %v", name, pkg, err)
-	}
-	return p
-}
 
 // openDir makes a temporary directory that every user may read (the
 // unprivileged pxresp reads its config there), removed when t ends.
@@ -59,105 +45,16 @@ func openDir(t *testing.T) string {
 	return dir
 }
 
-// daemon is a pxresp started through a wrapper in a test namespace.
-type daemon struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-
-	mu    sync.Mutex
-	lines []string
-}
-
-// start runs argv (inside ns, with `ip netns exec`) and collects its stderr.
-func start(t *testing.T, ns *topo.NS, argv ...string) *daemon {
-	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, argv...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.lines = append(d.lines, sc.Text())
-			d.mu.Unlock()
-		}
-		_ = cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("log:\n%s", strings.Join(d.log(), "\n"))
-		}
-	})
-	return d
-}
-
-func (d *daemon) log() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.lines)
-}
-
-// waitLog polls (at most 20 s: strace slows pxresp down) for a log line
-// holding every one of subs.
-func (d *daemon) waitLog(t *testing.T, subs ...string) {
-	t.Helper()
-	for range 2000 {
-		for _, l := range d.log() {
-			if !slices.ContainsFunc(subs, func(s string) bool { return !strings.Contains(l, s) }) {
-				return
-			}
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("exited (%v) before logging %q", d.cmd.ProcessState, subs)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	t.Fatalf("no log line with %q within 20s", subs)
-}
-
-// stop signals pid with SIGTERM and waits at most 10 s for the wrapper.
-func (d *daemon) stop(t *testing.T, pid int) {
+// stop signals pid (pxresp, the wrapper's child or the wrapper itself) with
+// SIGTERM and waits at most 10 s for the wrapper to exit.
+func stop(t *testing.T, p *pxproc.Proc, pid int) {
 	t.Helper()
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("still running 10s after SIGTERM")
+	if _, err := p.WaitExit(10 * time.Second); err != nil {
+		t.Fatalf("still running 10s after SIGTERM: %v", err)
 	}
-}
-
-// childPID returns the single child of pid (the process strace traces).
-func childPID(t *testing.T, pid int) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 1 {
-		t.Fatalf("process %d has children %q, want one", pid, f)
-	}
-	n, err := strconv.Atoi(f[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // get does GET path on addr from inside ns and returns status and body.
@@ -190,7 +87,7 @@ func get(t *testing.T, ns *topo.NS, addr, path string) (int, string) {
 // serves checks that pxresp answers on tp: the existing pod pings the
 // uplink through it, and a pod added now (a new AF_PACKET socket) is
 // attached and answered.
-func serves(t *testing.T, tp *topo.Topology, d *daemon) {
+func serves(t *testing.T, tp *topo.Topology, p *pxproc.Proc) {
 	t.Helper()
 	ctx := context.Background()
 	pod := tp.Pods[0]
@@ -202,7 +99,7 @@ func serves(t *testing.T, tp *topo.Topology, d *daemon) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.waitLog(t, "msg=attach", "iface="+np.HostIf)
+	p.WaitT(t, pxproc.Has("msg=attach", "iface="+np.HostIf), 1)
 	c, err := arptest.Open(np.NS, np.PodIf)
 	if err != nil {
 		t.Fatal(err)
@@ -343,14 +240,14 @@ func parseTrace(t *testing.T, path, bin string) traced {
 // RestrictAddressFamilies=, and MemoryDenyWriteExecute=, RestrictNamespaces=
 // and the read-only file system against what it did.
 func TestSystemdSandbox(t *testing.T) {
-	strace := lookTool(t, "strace", "strace")
-	setpriv := lookTool(t, "setpriv", "util-linux")
+	strace := privtest.Tool(t, "strace", "strace")
+	setpriv := privtest.Tool(t, "setpriv", "util-linux")
 	sa := systemdAnalyze(t)
 	tp := topotest.New(t, 1, "deploy")
 	unit := unitDirectives(readFile(t, "pxresp.service"))
 	allowed := allowedSyscalls(t, syscallGroups(t, sa), unit["SystemCallFilter"])
 	families := strings.Fields(unit["RestrictAddressFamilies"][0])
-	bin := testbin.Pxresp(t)
+	bin := pxproc.Bin(t)
 
 	dir := openDir(t)
 	cfg := filepath.Join(dir, "config.yaml")
@@ -359,14 +256,21 @@ func TestSystemdSandbox(t *testing.T) {
 	}
 	trace := filepath.Join(dir, "trace")
 	const metrics = "127.0.0.1:9597" // in the test's host namespace
-	d := start(t, tp.Host, strace, "-f", "-qq", "-s", "256", "-o", trace,
-		setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
-		"--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw", "--no-new-privs",
-		bin, "--config", cfg, "--metrics-addr", metrics)
-	d.waitLog(t, "msg=ready")
-	pid := childPID(t, d.cmd.Process.Pid)
+	// strace slows pxresp down: 20 s for each log line waited for.
+	p := pxproc.StartT(t, tp.Host, pxproc.Options{Timeout: 20 * time.Second, Bin: bin,
+		Wrapper: []string{strace, "-f", "-qq", "-s", "256", "-o", trace,
+			setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
+			"--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw", "--no-new-privs"},
+		Args: []string{"--config", cfg, "--metrics-addr", metrics}})
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
+	px, err := p.Child()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = px.Kill() }) // if the test fails before SIGTERM; strace then exits too
+	pid := px.Pid
 
-	serves(t, tp, d)
+	serves(t, tp, p)
 	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
 		if code, body := get(t, tp.Host, metrics, path); code != http.StatusOK {
 			t.Errorf("GET %s: %d %s", path, code, body)
@@ -375,8 +279,8 @@ func TestSystemdSandbox(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	d.waitLog(t, "msg=reloaded")
-	d.stop(t, pid)
+	p.WaitT(t, pxproc.Has("msg=reloaded"), 1)
+	stop(t, p, pid)
 
 	tr := parseTrace(t, trace, bin)
 	var names []string
@@ -410,8 +314,8 @@ func TestSystemdSandbox(t *testing.T) {
 // binary it serves and its probes answer; without, it exits naming
 // CAP_NET_RAW.
 func TestDaemonSetSandbox(t *testing.T) {
-	capsh := lookTool(t, "capsh", "libcap2-bin")
-	setcap := lookTool(t, "setcap", "libcap2-bin")
+	capsh := privtest.Tool(t, "capsh", "libcap2-bin")
+	setcap := privtest.Tool(t, "setcap", "libcap2-bin")
 	tp := topotest.New(t, 1, "deploy")
 	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
 	if m.err != nil {
@@ -431,7 +335,7 @@ func TestDaemonSetSandbox(t *testing.T) {
 	plain := filepath.Join(dir, "pxresp")
 	withCap := filepath.Join(dir, "pxresp-cap")
 	for _, p := range []string{plain, withCap} {
-		if err := exec.Command("cp", testbin.Pxresp(t), p).Run(); err != nil {
+		if err := exec.Command("cp", pxproc.Bin(t), p).Run(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -448,30 +352,31 @@ func TestDaemonSetSandbox(t *testing.T) {
 		t.Fatalf("capsh --print: no bounding set:\n%s", out)
 	}
 	drop := slices.DeleteFunc(strings.Split(strings.TrimSpace(string(bm[1])), ","), func(s string) bool { return s == "cap_net_raw" })
-	runc := func(bin string) []string {
-		return append([]string{capsh, "--drop=" + strings.Join(drop, ","), "--keep=1",
+	// capsh execs the binary it names with --shell, with the arguments
+	// after "--".
+	runc := func(t *testing.T, bin string) *pxproc.Proc {
+		t.Helper()
+		return pxproc.StartT(t, tp.Host, pxproc.Options{Timeout: 20 * time.Second, Command: append([]string{capsh,
+			"--drop=" + strings.Join(drop, ","), "--keep=1",
 			"--gid=" + strconv.FormatInt(uid, 10), "--uid=" + strconv.FormatInt(uid, 10), "--caps=cap_net_raw+ep",
-			"--no-new-privs", "--shell=" + bin, "--"}, args...)
+			"--no-new-privs", "--shell=" + bin, "--"}, args...)})
 	}
 
 	t.Run("without the file capability", func(t *testing.T) {
-		d := start(t, tp.Host, runc(plain)...)
-		select {
-		case <-d.done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("still running after 10s")
+		p := runc(t, plain)
+		code, err := p.WaitExit(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if code := d.cmd.ProcessState.ExitCode(); code != 1 || !slices.ContainsFunc(d.log(), func(l string) bool {
-			return strings.Contains(l, "needs CAP_NET_RAW")
-		}) {
-			t.Errorf("exit %d, log %q; want exit 1 naming CAP_NET_RAW", code, d.log())
+		if code != 1 || p.Count(pxproc.Contains("needs CAP_NET_RAW")) == 0 {
+			t.Errorf("exit %d, log %q; want exit 1 naming CAP_NET_RAW", code, p.Log())
 		}
 	})
 
 	t.Run("with the file capability", func(t *testing.T) {
-		d := start(t, tp.Host, runc(withCap)...)
-		d.waitLog(t, "msg=ready")
-		pid := d.cmd.Process.Pid // capsh and ip netns exec exec, they do not fork
+		p := runc(t, withCap)
+		p.WaitT(t, pxproc.Has("msg=ready"), 1)
+		pid := p.Pid() // capsh and ip netns exec exec, they do not fork
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			t.Fatal(err)
@@ -482,7 +387,7 @@ func TestDaemonSetSandbox(t *testing.T) {
 				t.Errorf("/proc/%d/status lacks %q:\n%s", pid, want, status)
 			}
 		}
-		serves(t, tp, d)
+		serves(t, tp, p)
 		// The kubelet probes the pod IP, the node's with hostNetwork.
 		node := net.JoinHostPort(tp.UplinkIP.String(), strconv.Itoa(metricsPort))
 		for _, p := range []string{c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path, "/metrics"} {
@@ -497,6 +402,6 @@ func TestDaemonSetSandbox(t *testing.T) {
 				}
 			}
 		}
-		d.stop(t, pid)
+		stop(t, p, pid)
 	})
 }

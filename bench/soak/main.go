@@ -38,7 +38,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -49,7 +48,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -60,6 +58,7 @@ import (
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
@@ -149,8 +148,8 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 	}
 	defer tp.Close()
 	churnNS := &topo.NS{Name: prefix + "churn"}
-	if out, err := exec.CommandContext(setup, "ip", "netns", "add", churnNS.Name).CombinedOutput(); err != nil {
-		return false, fmt.Errorf("ip netns add %s: %v: %s", churnNS.Name, err, out)
+	if err := churnNS.Create(setup); err != nil {
+		return false, err
 	}
 	for _, pod := range tp.Pods[:c.pingers] {
 		for _, kv := range [][2]string{{"base_reachable_time_ms", "200"}, {"delay_first_probe_time", "0"}} {
@@ -160,24 +159,22 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 		}
 	}
 
-	px, err := startPxresp(c.pxresp, tp.Host)
+	px, err := pxproc.Start(tp.Host, pxproc.Options{Bin: c.pxresp, Args: []string{"--iface", "cali*", "--gw", topo.Gateway.String()}})
 	if err != nil {
 		return false, err
 	}
-	defer px.kill()
-	if err := px.waitAttached(ctx, c.pods, 10*time.Second); err != nil {
+	defer func() { _ = px.Kill() }() // if stop did not end it
+	if err := waitAttached(ctx, px, c.pods, 10*time.Second); err != nil {
 		return false, err
 	}
 	// `ip netns exec` execs pxresp in place: the pid is pxresp's own.
-	want, _ := filepath.Abs(c.pxresp)
-	want, _ = filepath.EvalSymlinks(want)
-	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", px.pid())); exe != want {
-		return false, fmt.Errorf("pid %d runs %q, not %s", px.pid(), exe, want)
+	if err := px.WaitExec(time.Second); err != nil {
+		return false, err
 	}
 
 	total := time.Duration(c.warmup)*c.cycle + c.duration
 	fmt.Fprintf(out, "soak: pxresp pid %d; %d pods at %d requests/s each (%d also ping), %d veths created and deleted every %v; %d warm-up cycles, then %v\n",
-		px.pid(), c.pods, c.rate, c.pingers, c.burst, c.cycle, c.warmup, c.duration)
+		px.Pid(), c.pods, c.rate, c.pingers, c.burst, c.cycle, c.warmup, c.duration)
 
 	// Traffic for the whole run.
 	trafficCtx, stopTraffic := context.WithCancel(ctx)
@@ -219,10 +216,10 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 		}
 		measured := cycle >= 0
 		sample := func(phase Phase, attached int) error {
-			if err := px.waitAttached(ctx, attached, 30*time.Second); err != nil {
+			if err := waitAttached(ctx, px, attached, 30*time.Second); err != nil {
 				return err
 			}
-			s, err := readProc(px.pid())
+			s, err := readProc(px.Pid())
 			if err != nil {
 				return err
 			}
@@ -233,7 +230,7 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 			}
 			fmt.Fprintf(out, "%8s %6d %6s %9d %5d %8d %8d %8d %10d %9d %7d %8d %8d\n",
 				clock(time.Since(start), measured), cycle, phase, attached, s.FDs, s.Sockets, s.Threads, s.RSSKB,
-				st.asked.Load()+st.ignored.Load(), st.replied.Load(), st.missed.Load(), ch.created, px.resyncs())
+				st.asked.Load()+st.ignored.Load(), st.replied.Load(), st.missed.Load(), ch.created, px.Count(resyncLine))
 			return nil
 		}
 		if err := sample(Quiet, c.pods); err != nil {
@@ -263,7 +260,7 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 	for _, p := range pings {
 		p.stop()
 	}
-	stopErr := px.stop()
+	stopErr := stop(px)
 
 	// Summary.
 	expect, replied, missed, ignored := st.asked.Load(), st.replied.Load(), st.missed.Load(), st.ignored.Load()
@@ -274,8 +271,8 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 	fmt.Fprintf(out, "churn: %d veths created and deleted; %d new veths asked, %d answered, slowest first answer %v\n",
 		ch.created, ch.asked, ch.answered, ch.slowest.Round(time.Millisecond))
 	fmt.Fprintf(out, "pxresp: %d attach and %d detach lines, %d netlink resyncs, %d warnings, %d errors; stop: %v\n",
-		px.attaches(), px.detaches(), px.resyncs(), px.warnings(), px.errors(), errOrOK(stopErr))
-	for _, l := range px.firstProblems() {
+		px.Count(attachLine), px.Count(detachLine), px.Count(resyncLine), px.Count(warnLine), px.Count(errorLine), errOrOK(stopErr))
+	for _, l := range firstProblems(px) {
 		fmt.Fprintf(out, "  %s\n", l)
 	}
 	pingOK := true
@@ -295,7 +292,7 @@ func run(ctx context.Context, c config, out io.Writer) (ok bool, err error) {
 		fmt.Fprintln(out, "verdict: flat, but replies or pings were lost, or pxresp did not stop cleanly (see above)")
 	}
 	if !ok {
-		fmt.Fprintf(out, "last pxresp log lines:\n%s\n", strings.Join(px.tail(), "\n"))
+		fmt.Fprintf(out, "last pxresp log lines:\n%s\n", px.Tail(50))
 	}
 	return ok, nil
 }
@@ -318,163 +315,50 @@ func clock(d time.Duration, measured bool) string {
 
 // readProc reads fds, sockets, threads and RSS of pid.
 func readProc(pid int) (Sample, error) {
-	fds, socks, err := procstat.FDs(pid)
+	s, err := procstat.Snap(pid)
 	if err != nil {
 		return Sample{}, err
 	}
-	v, err := procstat.Status(pid, "Threads", "VmRSS")
-	if err != nil {
-		return Sample{}, err
+	return Sample{FDs: s.FDs, Sockets: s.Sockets, Threads: s.Threads, RSSKB: s.RSSKB}, nil
+}
+
+// waitAttached waits until pxresp's log says exactly n interfaces are
+// attached.
+func waitAttached(ctx context.Context, px *pxproc.Proc, n int, timeout time.Duration) error {
+	err := px.WaitUntil(ctx, timeout, func() bool { return px.NumAttached("") == n })
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("pxresp has %d interfaces attached, want %d: %w; last lines:\n%s", px.NumAttached(""), n, err, px.Tail(50))
 	}
-	return Sample{FDs: fds, Sockets: len(socks), Threads: int(v[0]), RSSKB: int(v[1])}, nil
-}
-
-// pxproc is the pxresp process and what its log says.
-type pxproc struct {
-	cmd  *exec.Cmd
-	done chan error
-
-	mu                     sync.Mutex
-	attach, detach, resync int
-	warn, errs             int
-	problems               []string // the first warning and error lines
-	last                   []string // the last 50 lines
-	added                  chan struct{}
-	exited                 bool
-	exitErr                error
-	stopped                bool
-}
-
-func startPxresp(bin string, host *topo.NS) (*pxproc, error) {
-	cmd := exec.Command("ip", "netns", "exec", host.Name, bin, "--iface", "cali*", "--gw", topo.Gateway.String())
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &pxproc{cmd: cmd, done: make(chan error, 1), added: make(chan struct{})}
-	go p.read(stderr)
-	go func() {
-		err := cmd.Wait()
-		p.mu.Lock()
-		p.exited, p.exitErr = true, err
-		close(p.added)
-		p.added = make(chan struct{})
-		p.mu.Unlock()
-		p.done <- err
-	}()
-	return p, nil
-}
-
-func (p *pxproc) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		l := sc.Text()
-		p.mu.Lock()
-		switch {
-		case strings.Contains(l, " msg=attach "):
-			p.attach++
-		case strings.Contains(l, " msg=detach "):
-			p.detach++
-		}
-		if strings.Contains(l, "netlink subscription lost") {
-			p.resync++
-		}
-		if strings.Contains(l, " level=WARN ") {
-			p.warn++
-		}
-		if strings.Contains(l, " level=ERROR ") {
-			p.errs++
-		}
-		if (strings.Contains(l, " level=WARN ") || strings.Contains(l, " level=ERROR ")) && len(p.problems) < 10 {
-			p.problems = append(p.problems, l)
-		}
-		p.last = append(p.last, l)
-		if len(p.last) > 50 {
-			p.last = p.last[1:]
-		}
-		close(p.added)
-		p.added = make(chan struct{})
-		p.mu.Unlock()
-	}
-}
-
-func (p *pxproc) pid() int { return p.cmd.Process.Pid }
-
-func (p *pxproc) get(f func() int) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return f()
-}
-
-func (p *pxproc) attaches() int { return p.get(func() int { return p.attach }) }
-func (p *pxproc) detaches() int { return p.get(func() int { return p.detach }) }
-func (p *pxproc) resyncs() int  { return p.get(func() int { return p.resync }) }
-
-// firstProblems returns the first (at most 10) warning and error lines.
-func (p *pxproc) firstProblems() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.problems...)
-}
-
-func (p *pxproc) warnings() int { return p.get(func() int { return p.warn }) }
-func (p *pxproc) errors() int   { return p.get(func() int { return p.errs }) }
-
-func (p *pxproc) tail() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.last...)
-}
-
-// waitAttached waits until pxresp's log says n interfaces are attached.
-func (p *pxproc) waitAttached(ctx context.Context, n int, timeout time.Duration) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		p.mu.Lock()
-		got, added, exited, exitErr := p.attach-p.detach, p.added, p.exited, p.exitErr
-		p.mu.Unlock()
-		if got == n {
-			return nil
-		}
-		if exited {
-			return fmt.Errorf("pxresp exited (%v); last lines:\n%s", exitErr, strings.Join(p.tail(), "\n"))
-		}
-		select {
-		case <-added:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline.C:
-			return fmt.Errorf("pxresp has %d interfaces attached after %v, want %d; last lines:\n%s", got, timeout, n, strings.Join(p.tail(), "\n"))
-		}
-	}
+	return err
 }
 
 // stop sends SIGTERM and waits (at most 5 s) for exit 0.
-func (p *pxproc) stop() error {
-	p.stopped = true
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return err
+func stop(px *pxproc.Proc) error {
+	code, _, err := px.Stop(5 * time.Second)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("pxresp exit code %d after SIGTERM", code)
 	}
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return err
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		return errors.New("pxresp still running 5s after SIGTERM; killed")
-	}
+	return err
 }
 
-// kill ends pxresp if stop did not.
-func (p *pxproc) kill() {
-	if !p.stopped {
-		_ = p.cmd.Process.Kill()
+// The lines of pxresp's log that the soak counts.
+var (
+	attachLine = pxproc.Has("msg=attach")
+	detachLine = pxproc.Has("msg=detach")
+	resyncLine = pxproc.Contains("netlink subscription lost")
+	warnLine   = pxproc.Has("level=WARN")
+	errorLine  = pxproc.Has("level=ERROR")
+)
+
+// firstProblems returns the first (at most 10) warning and error lines.
+func firstProblems(px *pxproc.Proc) []string {
+	var ls []string
+	for _, l := range px.Lines() {
+		if (warnLine.Matches(l) || errorLine.Matches(l)) && len(ls) < 10 {
+			ls = append(ls, l.Text)
+		}
 	}
-	<-p.done
+	return ls
 }
 
 // podStats counts the pods' requests.
@@ -552,11 +436,11 @@ func (c *churner) create(ctx context.Context) error {
 			"link set "+c.name(i)+" up")
 		pods = append(pods, "link set "+c.peer(i)+" up")
 	}
-	if err := batch(ctx, c.host, host); err != nil {
+	if err := c.host.Batch(ctx, host); err != nil {
 		return err
 	}
 	c.created += c.burst
-	return batch(ctx, c.ns, pods)
+	return c.ns.Batch(ctx, pods)
 }
 
 // ask sends requests on c.probe of the live veths until each answers (at
@@ -579,7 +463,7 @@ func (c *churner) deleteAll(ctx context.Context) error {
 		host = append(host, "link set "+c.name(i)+" group 4242")
 	}
 	c.live = c.live[:0]
-	return batch(ctx, c.host, append(host, "link del group 4242"))
+	return c.host.Batch(ctx, append(host, "link del group 4242"))
 }
 
 // firstReply asks for the gateway on ifname in ns until a reply comes.
@@ -608,18 +492,6 @@ func firstReply(ctx context.Context, ns *topo.NS, ifname string, limit time.Dura
 		}
 	}
 	return time.Since(start), false
-}
-
-// batch runs `ip -n NS -batch -` (bounded by 60 s).
-func batch(ctx context.Context, ns *topo.NS, cmds []string) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "-n", ns.Name, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("ip -n %s -batch (%d commands): %v: %s", ns.Name, len(cmds), err, out)
-	}
-	return nil
 }
 
 // pinger is a ping from a pod to the host, stopped with SIGINT so that it

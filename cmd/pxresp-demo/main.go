@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/scenario"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
@@ -229,17 +230,17 @@ func steps(ctx context.Context, d *demo, pxresp, prefix string) (err error) {
 		return nil
 	}
 	defer func() {
-		if px.Exited() { // it died early; the step below reported that
+		if !px.Alive() { // it died early; the step below reported that
 			return
 		}
 		d.step("Stop pxresp with SIGTERM")
 		stopPxresp(d, px)
 	}()
 	for _, p := range tp.Pods {
-		line, ok := px.WaitFor(ctx, attachWait, scenario.Attached(p.HostIf))
-		d.verdict(ok, "pxresp attached %s%s", p.HostIf, orTimeout(line))
+		_, err := px.Wait(ctx, attached(p.HostIf), 1, attachWait)
+		d.verdict(err == nil, "pxresp attached %s%s", p.HostIf, orTimeout(err))
 	}
-	if px.Exited() {
+	if !px.Alive() {
 		d.verdict(false, "pxresp exited early with code %d", px.ExitCode())
 		return nil
 	}
@@ -278,8 +279,8 @@ func steps(ctx context.Context, d *demo, pxresp, prefix string) (err error) {
 		return nil
 	}
 	d.printf("    pod%d %s: eth0 %s/32  <->  host %s\n", p2.Index, p2.NS.Name, p2.IP, p2.HostIf)
-	line, ok := px.WaitFor(ctx, attachWait, scenario.Attached(p2.HostIf))
-	d.verdict(ok, "pxresp attached %s%s", p2.HostIf, orTimeout(line))
+	_, err = px.Wait(ctx, attached(p2.HostIf), 1, attachWait)
+	d.verdict(err == nil, "pxresp attached %s%s", p2.HostIf, orTimeout(err))
 	ok, _ = d.exec(ctx, p2.NS, pingFilter, "ping", "-n", "-c3", "-i0.2", "-W1", p0.IP.String())
 	d.verdict(ok, "pod2 -> pod0 answered")
 
@@ -288,8 +289,8 @@ func steps(ctx context.Context, d *demo, pxresp, prefix string) (err error) {
 	if err := tp.DelPod(ctx, p2); err != nil {
 		d.verdict(false, "delete pod: %v", err)
 	} else {
-		line, ok := px.WaitFor(ctx, attachWait, scenario.Detached(p2.HostIf))
-		d.verdict(ok, "pxresp detached %s%s", p2.HostIf, orTimeout(line))
+		_, err := px.Wait(ctx, pxproc.Has("msg=detach", "iface="+p2.HostIf), 1, attachWait)
+		d.verdict(err == nil, "pxresp detached %s%s", p2.HostIf, orTimeout(err))
 	}
 	return nil
 }
@@ -301,8 +302,11 @@ func errOrEmpty(err error) string {
 	return " (" + err.Error() + ")"
 }
 
-func orTimeout(line string) string {
-	if line == "" {
+// attached matches pxresp's log line for attaching ifname.
+func attached(ifname string) pxproc.Match { return pxproc.Has("msg=attach", "iface="+ifname) }
+
+func orTimeout(err error) string {
+	if err != nil {
 		return fmt.Sprintf(" (no log line within %v)", attachWait)
 	}
 	return ""
@@ -363,14 +367,15 @@ func arpingArgs(ctx context.Context, ns *topo.NS, target string) []string {
 	return []string{"arping", "-c2", "-w2", flag, "eth0", target}
 }
 
-// startPxresp starts `ip netns exec NS bin args...` (scenario.Start: its
-// own process group, so that a Ctrl-C on the terminal reaches the demo,
-// which then stops pxresp itself) and streams its output, prefixed, into the
-// transcript.
-// label names it in the transcript's log lines.
-func startPxresp(d *demo, label string, ns *topo.NS, bin string, args ...string) (*scenario.Proc, error) {
+// startPxresp starts `ip netns exec NS bin args...` (pxproc.Start: its own
+// process group, so that a Ctrl-C on the terminal reaches the demo, which
+// then stops pxresp itself) and streams its output, prefixed, into the
+// transcript. label names it in the transcript's log lines.
+func startPxresp(d *demo, label string, ns *topo.NS, bin string, args ...string) (*pxproc.Proc, error) {
 	d.cmd("ip netns exec " + ns.Name + " " + bin + " " + quoteArgs(args))
-	p, err := scenario.Start(ns, bin, args, func(line string) { d.printf("    │ %s: %s\n", label, line) })
+	p, err := pxproc.Start(ns, pxproc.Options{Bin: bin, Args: args, OnLine: func(l pxproc.Line) {
+		d.printf("    │ %s: %s\n", label, l.Text)
+	}})
 	if err != nil {
 		return nil, err
 	}
@@ -378,9 +383,9 @@ func startPxresp(d *demo, label string, ns *topo.NS, bin string, args ...string)
 	return p, nil
 }
 
-// stopPxresp stops pxresp with SIGTERM (scenario.Proc.Stop: SIGKILL after
+// stopPxresp stops pxresp with SIGTERM (pxproc.Proc.Stop: SIGKILL after
 // stopWait) and records the verdict: exit code 0.
-func stopPxresp(d *demo, p *scenario.Proc) {
+func stopPxresp(d *demo, p *pxproc.Proc) {
 	code, took, err := p.Stop(stopWait)
 	d.verdict(err == nil && code == 0, "pxresp (pid %d) exited with code %d after %v%s", p.Pid(), code, took.Round(time.Millisecond), errOrEmpty(err))
 }

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/scenario"
-	"github.com/pxresp/pxresp/internal/test/testbin"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
@@ -30,9 +30,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asMain) == "1" {
 		main()
 	}
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
+	pxproc.Main(m)
 }
 
 // standIn is a pxresp stand-in that lets the kernel's proxy ARP answer.
@@ -146,7 +144,7 @@ func TestScenariosKernelStandIn(t *testing.T) {
 // TestScenariosPxresp runs every scenario's demo with the real pxresp.
 func TestScenariosPxresp(t *testing.T) {
 	privtest.Require(t)
-	bin := testbin.Pxresp(t)
+	bin := pxproc.Bin(t)
 	for _, sc := range scenario.All() {
 		t.Run(sc.Name, func(t *testing.T) {
 			code, out := runDemo(t, bin, "--scenario", sc.Name)
@@ -160,7 +158,7 @@ func TestScenariosPxresp(t *testing.T) {
 // TestDemoPxresp runs the demo with the real pxresp, once cmd/pxresp exists.
 func TestDemoPxresp(t *testing.T) {
 	privtest.Require(t)
-	code, out := runDemo(t, testbin.Pxresp(t))
+	code, out := runDemo(t, pxproc.Bin(t))
 	if code != 0 {
 		t.Errorf("demo exit %d:\n%s", code, out)
 	}

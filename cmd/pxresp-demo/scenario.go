@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/scenario"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
@@ -78,11 +79,11 @@ func scenarioSteps(ctx context.Context, d *demo, sc *scenario.Scenario, pxresp, 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	var procs []*scenario.Proc
+	var procs []*pxproc.Proc
 	defer func() {
-		var running []*scenario.Proc
+		var running []*pxproc.Proc
 		for _, p := range procs {
-			if !p.Exited() { // one that died early was reported then
+			if p.Alive() { // one that died early was reported then
 				running = append(running, p)
 			}
 		}
@@ -115,12 +116,12 @@ func scenarioSteps(ctx context.Context, d *demo, sc *scenario.Scenario, pxresp, 
 		}
 		procs = append(procs, px)
 		for _, ifname := range a.Attach {
-			line, ok := px.WaitFor(ctx, attachWait, scenario.Attached(ifname))
-			if !ok && px.Exited() {
+			_, err := px.Wait(ctx, attached(ifname), 1, attachWait)
+			if err != nil && !px.Alive() {
 				d.verdict(false, "pxresp exited with code %d before attaching %s", px.ExitCode(), ifname)
 				return nil
 			}
-			d.verdict(ok, "pxresp in %s attached %s%s", a.NS.Name, ifname, orTimeout(line))
+			d.verdict(err == nil, "pxresp in %s attached %s%s", a.NS.Name, ifname, orTimeout(err))
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -166,7 +167,7 @@ func scenarioSteps(ctx context.Context, d *demo, sc *scenario.Scenario, pxresp, 
 		}
 	}
 	for _, p := range procs {
-		if p.Exited() {
+		if !p.Alive() {
 			d.verdict(false, "pxresp (pid %d) exited during the demo with code %d", p.Pid(), p.ExitCode())
 		}
 	}

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,141 +14,12 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
-	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
 
-// Robustness tests of the built binary (churn, restarts, namespace moves)
-// and the helpers they share: what pxresp holds, read from /proc, and what
-// it has attached, replayed from its log.
-
-// procSnapshot is what a pxresp process holds, read from /proc/PID.
-type procSnapshot struct {
-	FDs     int         // entries of /proc/PID/fd
-	Threads int         // Threads: of /proc/PID/status
-	RSSKB   int         // VmRSS: of /proc/PID/status, in kB
-	Packet  map[int]int // ifindex -> pxresp's AF_PACKET sockets bound to it
-	Sockets int         // all of pxresp's sockets (packet, netlink, ...)
-}
-
-// snapshot reads the process's fds, threads and RSS, and maps its AF_PACKET
-// sockets to the interfaces they are bound to: the inode of each socket:[N]
-// fd is looked up in /proc/PID/net/packet (the packet sockets of pxresp's
-// namespace, with their ifindex).
-func (p *proc) snapshot(t *testing.T) procSnapshot {
-	t.Helper()
-	pid := p.cmd.Process.Pid
-	fds, socks, err := procstat.FDs(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := procstat.Status(pid, "Threads", "VmRSS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := procSnapshot{FDs: fds, Sockets: len(socks), Threads: int(v[0]), RSSKB: int(v[1]), Packet: make(map[int]int)}
-	inodes := make(map[string]bool)
-	for _, ino := range socks {
-		inodes[ino] = true
-	}
-	// sk RefCnt Type Proto Iface R Rmem User Inode
-	pk, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/packet", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(pk), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 9 || !inodes[f[8]] {
-			continue
-		}
-		idx, err := strconv.Atoi(f[4])
-		if err != nil {
-			t.Fatalf("/proc/%d/net/packet: bad line %q", pid, line)
-		}
-		s.Packet[idx]++
-	}
-	return s
-}
-
-func (s procSnapshot) String() string {
-	return fmt.Sprintf("%d fds (%d sockets, %d AF_PACKET), %d threads, RSS %d kB",
-		s.FDs, s.Sockets, s.packetSockets(), s.Threads, s.RSSKB)
-}
-
-func (s procSnapshot) packetSockets() int {
-	n := 0
-	for _, c := range s.Packet {
-		n += c
-	}
-	return n
-}
-
-// logField returns the value of key in a slog text line ("" if absent).
-func logField(line, key string) string {
-	i := strings.Index(line, " "+key+"=")
-	if i < 0 {
-		return ""
-	}
-	v := line[i+len(key)+2:]
-	if strings.HasPrefix(v, `"`) {
-		if s, err := strconv.QuotedPrefix(v); err == nil {
-			u, _ := strconv.Unquote(s)
-			return u
-		}
-	}
-	v, _, _ = strings.Cut(v, " ")
-	return v
-}
-
-// attached replays the attach and detach lines of the log: ifindex -> name
-// of every interface pxresp serves now.
-func (p *proc) attached() map[int]string {
-	m := make(map[int]string)
-	for _, l := range p.log() {
-		msg := logField(l, "msg")
-		if msg != "attach" && msg != "detach" {
-			continue
-		}
-		idx, err := strconv.Atoi(logField(l, "ifindex"))
-		if err != nil {
-			continue
-		}
-		if msg == "attach" {
-			m[idx] = logField(l, "iface")
-		} else {
-			delete(m, idx)
-		}
-	}
-	return m
-}
-
-// waitUntil waits until cond holds, checking it whenever pxresp logs a
-// line and at least every 50 ms (cond may look at more than the log), for
-// at most timeout.
-func (p *proc) waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		p.mu.Lock()
-		added := p.added
-		p.mu.Unlock()
-		if cond() {
-			return
-		}
-		select {
-		case <-added:
-		case <-tick.C:
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("pxresp exited (%v) while waiting for %s", err, what)
-		case <-deadline:
-			t.Fatalf("not within %v: %s", timeout, what)
-		}
-	}
-}
+// Robustness tests of the built binary (churn, restarts, namespace moves).
 
 // matchingLinks lists the cali* links of the host namespace (ifindex ->
 // name) through netlink.
@@ -246,8 +115,8 @@ func TestInterfaceChurn(t *testing.T) {
 	tp := newTopo(t, 2)
 	churnNS := topotest.AddNS(t, tp.Prefix+"churn")
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=attach", 2)
-	base := p.snapshot(t)
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
+	base := snapshot(t, p)
 	t.Logf("before: %v", base)
 
 	// Real traffic: both pods ask every 5 ms for the whole churn.
@@ -306,7 +175,7 @@ func TestInterfaceChurn(t *testing.T) {
 			}
 		}
 		t.Logf("round %d: +%d -%d veths, %d churned alive, pxresp has %d attached; sampled new veths answered after at most %v",
-			r, len(fresh), len(doomed), len(live), len(p.attached()), worstFirst.Round(time.Millisecond))
+			r, len(fresh), len(doomed), len(live), len(p.Attached()), worstFirst.Round(time.Millisecond))
 	}
 	stopTraffic()
 	wg.Wait()
@@ -321,22 +190,24 @@ func TestInterfaceChurn(t *testing.T) {
 		t.Fatalf("%d cali links in the host, want %d churned + %d pods", len(want), len(live), len(tp.Pods))
 	}
 	settle := time.Now()
-	p.waitUntil(t, 30*time.Second, fmt.Sprintf("pxresp's attached set = the %d live cali links", len(want)), func() bool {
-		got := p.attached()
+	if err := p.WaitUntil(context.Background(), 30*time.Second, func() bool {
+		got := p.Attached()
 		if len(got) != len(want) {
 			return false
 		}
 		for idx, n := range want {
-			if got[idx] != n {
+			if got[idx].Name != n {
 				return false
 			}
 		}
 		return true
-	})
+	}); err != nil {
+		t.Fatalf("pxresp's attached set = the %d live cali links: %v", len(want), err)
+	}
 	t.Logf("churn took %v; attached set equal to the %d live links %v after the last burst",
 		churnDone.Round(time.Millisecond), len(want), time.Since(settle).Round(time.Millisecond))
 
-	after := p.snapshot(t)
+	after := snapshot(t, p)
 	t.Logf("with %d churned veths alive: %v", len(live), after)
 	for idx, n := range want {
 		if after.Packet[idx] != 1 {
@@ -375,10 +246,12 @@ func TestInterfaceChurn(t *testing.T) {
 		host = append(host, "link set "+name(i)+" group "+group)
 	}
 	topotest.Batch(t, tp.Host, append(host, "link del group "+group))
-	p.waitUntil(t, 30*time.Second, "only the two pods attached", func() bool { return len(p.attached()) == len(tp.Pods) })
-	end := p.snapshot(t)
+	if err := p.WaitUntil(context.Background(), 30*time.Second, func() bool { return len(p.Attached()) == len(tp.Pods) }); err != nil {
+		t.Fatalf("only the two pods attached: %v", err)
+	}
+	end := snapshot(t, p)
 	t.Logf("after deleting the rest: %v", end)
-	if end.FDs != base.FDs || end.Sockets != base.Sockets || end.packetSockets() != len(tp.Pods) {
+	if end.FDs != base.FDs || end.Sockets != base.Sockets || end.PacketSockets() != len(tp.Pods) {
 		t.Errorf("pxresp holds %v after all churned veths were deleted; before: %v", end, base)
 	}
 	// Go keeps idle threads; a thread per blocked syscall at most. Not a
@@ -399,10 +272,10 @@ func TestInterfaceChurn(t *testing.T) {
 	if duringAnswered != duringAsked {
 		t.Errorf("%d of %d new veths sampled during the churn answered within 5 s", duringAnswered, duringAsked)
 	}
-	resyncs := p.count("netlink subscription lost")
+	resyncs := p.Count(pxproc.Contains("netlink subscription lost"))
 	t.Logf("%d attach and %d detach lines; %d netlink resyncs (overflows recovered); whole test %v",
-		p.count("msg=attach"), p.count("msg=detach"), resyncs, time.Since(start).Round(time.Millisecond))
-	p.stop(t)
+		p.Count(pxproc.Has("msg=attach")), p.Count(pxproc.Has("msg=detach")), resyncs, time.Since(start).Round(time.Millisecond))
+	p.StopT(t, time.Second)
 }
 
 // firstReply opens a client on ifname in ns and asks for the gateway (from

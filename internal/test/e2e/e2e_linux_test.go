@@ -1,23 +1,20 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
+	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
-	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
@@ -27,140 +24,43 @@ import (
 // and real clients in the pod namespaces (the pod's kernel, ping, arping,
 // raw ARP frames) talk through it.
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pxproc.Main(m) }
 
-// proc is a pxresp process running in a test namespace.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan error
-
-	mu    sync.Mutex
-	lines []string
-	added chan struct{} // closed and replaced whenever a line arrives
-}
-
-// startPxresp runs pxresp in tp's host namespace; the test stops it.
-func startPxresp(t *testing.T, tp *topo.Topology, args ...string) *proc {
+// startPxresp runs pxresp in tp's host namespace and waits until it has
+// started and dropped its capabilities (or logged that there is nothing to
+// drop): tests that count its fds start after that.
+func startPxresp(t *testing.T, tp *topo.Topology, args ...string) *pxproc.Proc {
 	t.Helper()
 	return startPxrespAs(t, tp, nil, args...)
 }
 
-// startPxrespAs runs pxresp under the wrapper command (setpriv, say).
-func startPxrespAs(t *testing.T, tp *topo.Topology, wrapper []string, args ...string) *proc {
+// startPxrespAs is startPxresp under the wrapper command (setpriv, say).
+func startPxrespAs(t *testing.T, tp *topo.Topology, wrapper []string, args ...string) *pxproc.Proc {
 	t.Helper()
-	argv := append([]string{"netns", "exec", tp.Host.Name}, wrapper...)
-	argv = append(argv, testbin.Pxresp(t))
-	cmd := exec.Command("ip", append(argv, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, done: make(chan error, 1), added: make(chan struct{})}
-	go p.readLog(stderr)
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("pxresp log:\n%s", strings.Join(p.log(), "\n"))
-		}
-	})
-	p.waitLog(t, "msg=start", 1)
-	// Once ready, pxresp drops its capabilities (or logs that there is
-	// nothing to drop); tests that count its fds start after that.
-	p.waitLog(t, "privileges", 1)
+	p := pxproc.StartT(t, tp.Host, pxproc.Options{Wrapper: wrapper, Args: args})
+	p.WaitT(t, pxproc.Has("msg=start"), 1)
+	p.WaitT(t, pxproc.Contains("privileges"), 1)
 	return p
 }
 
-func (p *proc) readLog(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		p.mu.Lock()
-		p.lines = append(p.lines, sc.Text())
-		close(p.added)
-		p.added = make(chan struct{})
-		p.mu.Unlock()
-	}
-}
-
-func (p *proc) log() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.lines...)
-}
-
-// count returns how many log lines contain all of the substrings.
-func (p *proc) count(subs ...string) int {
-	n := 0
-	for _, l := range p.log() {
-		all := true
-		for _, s := range subs {
-			all = all && strings.Contains(l, s)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
-
-// waitLog waits (at most 5 s) until n log lines contain all of subs.
-func (p *proc) waitLog(t *testing.T, sub string, n int, more ...string) {
+// snapshot reads what pxresp holds from /proc.
+func snapshot(t *testing.T, p *pxproc.Proc) procstat.Snapshot {
 	t.Helper()
-	subs := append([]string{sub}, more...)
-	deadline := time.After(5 * time.Second)
-	for {
-		p.mu.Lock()
-		added := p.added
-		p.mu.Unlock()
-		if p.count(subs...) >= n {
-			return
-		}
-		select {
-		case <-added:
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("pxresp exited (%v) before logging %d× %q:\n%s", err, n, subs, strings.Join(p.log(), "\n"))
-		case <-deadline:
-			t.Fatalf("pxresp did not log %d× %q within 5s:\n%s", n, subs, strings.Join(p.log(), "\n"))
-		}
-	}
-}
-
-// stop sends SIGTERM and requires exit status 0 within a second.
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Errorf("pxresp exit after SIGTERM: %v", err)
-		}
-		t.Logf("pxresp exited %v after SIGTERM", time.Since(start).Round(time.Microsecond))
-	case <-time.After(time.Second):
-		t.Errorf("pxresp still running 1s after SIGTERM")
-	}
-}
-
-func (p *proc) fds(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	s, err := procstat.Snap(p.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	return s
+}
+
+// detachLine returns pxresp's detach line for iface, with its counts.
+func detachLine(t *testing.T, p *pxproc.Proc, iface string) pxproc.Line {
+	t.Helper()
+	l, ok := p.Find(pxproc.Has("msg=detach", "iface="+iface))
+	if !ok {
+		t.Fatalf("no detach line for %s in the log:\n%s", iface, p.Log())
+	}
+	return l
 }
 
 func newTopo(t *testing.T, pods int) *topo.Topology { return topotest.New(t, pods, "pxre") }
@@ -186,7 +86,7 @@ func TestPodsTalkThroughPxresp(t *testing.T) {
 	tp := newTopo(t, 2)
 	a, b := tp.Pods[0], tp.Pods[1]
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=attach", 2)
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 
 	for _, c := range []struct {
 		from *topo.Pod
@@ -205,7 +105,7 @@ func TestPodsTalkThroughPxresp(t *testing.T) {
 	if strings.Count(strings.ToLower(out), "ee:ee:ee:ee:ee:ee") < 2 {
 		t.Errorf("arping: %s", out)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestRequestsAndRefusals: broadcast and unicast requests are answered; DAD
@@ -217,7 +117,7 @@ func TestRequestsAndRefusals(t *testing.T) {
 	// Take the second pod out of the selection before pxresp starts.
 	rename(t, tp, other.HostIf, "tap0e2e")
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--target", "10.244.0.0/16")
-	p.waitLog(t, "msg=attach", 1)
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 	ca, co := topotest.Client(t, a), topotest.Client(t, other)
 	gwMAC := net.HardwareAddr(topo.GatewayMAC)
 	bc := arptest.Broadcast
@@ -251,10 +151,10 @@ func TestRequestsAndRefusals(t *testing.T) {
 			t.Errorf("%s: unexpected reply %x", c.name, r)
 		}
 	}
-	if n := p.count("msg=attach"); n != 1 {
+	if n := p.Count(pxproc.Has("msg=attach")); n != 1 {
 		t.Errorf("%d attaches, want 1 (tap0e2e must not be attached)", n)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestInterfaceLifecycle: a veth created after start is served (the test
@@ -264,8 +164,8 @@ func TestInterfaceLifecycle(t *testing.T) {
 	tp := newTopo(t, 1)
 	ctx := context.Background()
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=attach", 1)
-	fds := p.fds(t)
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
+	fds := snapshot(t, p).FDs
 
 	// A new pod after start: poll with requests until the first reply.
 	start := time.Now()
@@ -293,7 +193,7 @@ func TestInterfaceLifecycle(t *testing.T) {
 	if err := tp.Host.IP(ctx, "link", "set", pod.HostIf, "address", newMAC.String()); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=\"mac changed\"", 1, "mac="+newMAC.String())
+	p.WaitT(t, pxproc.Has(`msg="mac changed"`, "mac="+newMAC.String()), 1)
 	if r := topotest.Ask(t, c, req, time.Second); r == nil || !bytes.Equal(replyMAC(r), newMAC) {
 		t.Errorf("after MAC change: reply %x, want MAC %v", r, newMAC)
 	}
@@ -304,19 +204,19 @@ func TestInterfaceLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p.waitLog(t, "msg=\"link changed\"", 2, pod.HostIf)
+	p.WaitT(t, pxproc.Has(`msg="link changed"`, "iface="+pod.HostIf), 2)
 	if r := topotest.Ask(t, c, req, time.Second); r == nil {
 		t.Error("no reply after link down/up")
 	}
 
 	// Rename out of the glob: detached and silent; back in: attached again.
 	rename(t, tp, pod.HostIf, "tapout0")
-	p.waitLog(t, "msg=detach", 1)
+	p.WaitT(t, pxproc.Has("msg=detach"), 1)
 	if r := topotest.Ask(t, c, req, 300*time.Millisecond); r != nil {
 		t.Errorf("reply %x on an interface renamed out of the glob", r)
 	}
 	rename(t, tp, "tapout0", pod.HostIf)
-	p.waitLog(t, "msg=attach", 3)
+	p.WaitT(t, pxproc.Has("msg=attach"), 3)
 	if r := topotest.Ask(t, c, req, time.Second); r == nil {
 		t.Error("no reply after renaming back into the glob")
 	}
@@ -325,11 +225,11 @@ func TestInterfaceLifecycle(t *testing.T) {
 	if err := tp.DelPod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=detach", 2)
-	if n := p.fds(t); n != fds {
+	p.WaitT(t, pxproc.Has("msg=detach"), 2)
+	if n := snapshot(t, p).FDs; n != fds {
 		t.Errorf("pxresp has %d fds after the veth was deleted, %d before it was created", n, fds)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestCapabilities: as an unprivileged user holding only CAP_NET_RAW,
@@ -338,14 +238,13 @@ func TestInterfaceLifecycle(t *testing.T) {
 func TestCapabilities(t *testing.T) {
 	tp := newTopo(t, 1)
 	pod := tp.Pods[0]
-	asNobody := []string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"}
-	netRawOnly := append(asNobody, "--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw")
-	noCaps := append(asNobody, "--inh-caps", "-all", "--bounding-set", "-all")
+	netRawOnly := slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw"})
+	noCaps := slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all", "--bounding-set", "-all"})
 	args := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
 
 	p := startPxrespAs(t, tp, netRawOnly, args...)
-	p.waitLog(t, "msg=attach", 1)
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,13 +257,11 @@ func TestCapabilities(t *testing.T) {
 	if r := topotest.Ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
 		t.Error("no reply from pxresp holding only CAP_NET_RAW")
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append(append([]string{"netns", "exec", tp.Host.Name}, noCaps...), append([]string{testbin.Pxresp(t)}, args...)...)...)
-	out, err := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "needs CAP_NET_RAW") {
-		t.Errorf("without capabilities: exit %d (%v), output %q; want exit 1 naming CAP_NET_RAW", code, err, out)
+	q := pxproc.StartT(t, tp.Host, pxproc.Options{Wrapper: noCaps, Args: args})
+	code, err := q.WaitExit(5 * time.Second)
+	if code != 1 || q.Count(pxproc.Contains("needs CAP_NET_RAW")) == 0 {
+		t.Errorf("without capabilities: exit %d (%v), output %q; want exit 1 naming CAP_NET_RAW", code, err, q.Log())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/scrape"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
@@ -127,7 +128,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", topo.Gateway.String(),
 		"--target", topo.PodCIDR.String(), "--metrics-addr", addr)
-	p.waitLog(t, "msg=ready", 1)
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
 	for _, c := range []struct{ path, body string }{{"/healthz", "ok\n"}, {"/readyz", "ready\n"}} {
 		if code, body, _ := scrape.Fetch(t, hc, base+c.path); code != http.StatusOK || body != c.body {
 			t.Errorf("GET %s after msg=ready: %d %q, want 200 %q", c.path, code, body, c.body)
@@ -282,7 +283,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	if err := tp.DelPod(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=detach", 1)
+	p.WaitT(t, pxproc.Has("msg=detach"), 1)
 	delete(want, "pxresp_read_errors_total") // the deleted link may report ENETDOWN first
 	want["pxresp_interfaces_attached"] = 1
 	want["pxresp_detaches_total"] = 1
@@ -293,7 +294,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	if _, err := tp.AddPod(ctx); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=attach", 3)
+	p.WaitT(t, pxproc.Has("msg=attach"), 3)
 	want["pxresp_interfaces_attached"] = 2
 	want["pxresp_attaches_total"] = 3
 	e, _ = waitMetrics(t, hc, base+"/metrics", func(e scrape.Exposition) bool { return len(want.diff(e)) == 0 })
@@ -303,7 +304,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	if code, body, _ := scrape.Fetch(t, hc, base+"/readyz"); code != http.StatusOK {
 		t.Errorf("GET /readyz: %d %q", code, body)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // buildInfoVersion returns the version label of pxresp_build_info.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
@@ -26,22 +27,22 @@ func TestInterfaceMovesNetns(t *testing.T) {
 	ctx := context.Background()
 	away := topotest.AddNS(t, tp.Prefix+"away")
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=attach", 2)
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	c, co := topotest.Client(t, pod), topotest.Client(t, other)
 	req := arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)
 	reqOther := arptest.Request(other.MAC, other.IP, topo.Gateway, arptest.Broadcast)
 	if r := topotest.Ask(t, c, req, time.Second); r == nil {
 		t.Fatal("no reply before the move")
 	}
-	before := p.snapshot(t)
+	before := snapshot(t, p)
 	idx := -1
-	for i, n := range p.attached() {
-		if n == pod.HostIf {
+	for i, f := range p.Attached() {
+		if f.Name == pod.HostIf {
 			idx = i
 		}
 	}
 	if idx < 0 || before.Packet[idx] != 1 {
-		t.Fatalf("%s not attached with one socket before the move (attached %v, sockets %v)", pod.HostIf, p.attached(), before.Packet)
+		t.Fatalf("%s not attached with one socket before the move (attached %v, sockets %v)", pod.HostIf, p.Attached(), before.Packet)
 	}
 
 	// Out: detached, its socket closed, the pod unanswered; the other pod
@@ -50,10 +51,10 @@ func TestInterfaceMovesNetns(t *testing.T) {
 	if err := tp.Host.IP(ctx, "link", "set", pod.HostIf, "netns", away.Name); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=detach", 1, "iface="+pod.HostIf)
+	p.WaitT(t, pxproc.Has("msg=detach", "iface="+pod.HostIf), 1)
 	t.Logf("moved out: detached %v after `ip link set netns` started", time.Since(start).Round(time.Microsecond))
-	out := p.snapshot(t)
-	if out.FDs != before.FDs-1 || out.Packet[idx] != 0 || out.packetSockets() != 1 {
+	out := snapshot(t, p)
+	if out.FDs != before.FDs-1 || out.Packet[idx] != 0 || out.PacketSockets() != 1 {
 		t.Errorf("after the move out: %v, sockets by ifindex %v; before: %v", out, out.Packet, before)
 	}
 	// In the other namespace the interface is down; bring it up there so
@@ -79,9 +80,9 @@ func TestInterfaceMovesNetns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p.waitLog(t, "msg=attach", 1, "iface="+moved)
-	for i, n := range p.attached() {
-		if n == moved {
+	p.WaitT(t, pxproc.Has("msg=attach", "iface="+moved), 1)
+	for i, f := range p.Attached() {
+		if f.Name == moved {
 			t.Logf("moved back as %s: attached, ifindex %d (was %d)", moved, i, idx)
 		}
 	}
@@ -90,14 +91,14 @@ func TestInterfaceMovesNetns(t *testing.T) {
 	if err := tp.Host.IP(ctx, "route", "replace", pod.IP.String()+"/32", "dev", pod.HostIf, "scope", "link"); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=\"link changed\"", 1, "iface="+pod.HostIf, "up=true")
+	p.WaitT(t, pxproc.Has(`msg="link changed"`, "iface="+pod.HostIf, "up=true"), 1)
 	if r := topotest.Ask(t, c, req, time.Second); r == nil {
 		t.Error("no reply after the interface came back")
 	}
-	back := p.snapshot(t)
-	att := p.attached()
+	back := snapshot(t, p)
+	att := p.Attached()
 	t.Logf("before the move: %v; after the move back: %v", before, back)
-	if len(att) != 2 || back.FDs != before.FDs || back.packetSockets() != 2 {
+	if len(att) != 2 || back.FDs != before.FDs || back.PacketSockets() != 2 {
 		t.Errorf("after the move back: attached %v, %v; before the move: %v", att, back, before)
 	}
 	for i, n := range att {
@@ -105,12 +106,12 @@ func TestInterfaceMovesNetns(t *testing.T) {
 			t.Errorf("%s (ifindex %d): %d sockets bound to it, want 1", n, i, back.Packet[i])
 		}
 	}
-	if n := p.count("msg=attach"); n != 3 {
+	if n := p.Count(pxproc.Has("msg=attach")); n != 3 {
 		t.Errorf("%d attach lines, want 3 (two at start, one after the move back)", n)
 	}
 	// The pod's kernel uses the gateway again: ping the host.
 	if out := topotest.Exec(t, pod.NS, "ping", "-c", "3", "-i", "0.2", "-W", "1", tp.UplinkIP.String()); !strings.Contains(out, " 0% packet loss") {
 		t.Errorf("ping after the move back: %s", out)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
-	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
@@ -45,9 +45,9 @@ func (c configFile) write(t *testing.T, text string) {
 	}
 }
 
-func (p *proc) hup(t *testing.T) {
+func hup(t *testing.T, p *pxproc.Proc) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -77,9 +77,9 @@ func TestReloadChangesGateway(t *testing.T) {
 	a := tp.Pods[0]
 	cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
 	p := startPxresp(t, tp, "--config", string(cfg))
-	p.waitLog(t, "msg=ready", 1)
-	p.waitLog(t, "msg=attach", 2)
-	fds := p.fds(t)
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
+	fds := snapshot(t, p).FDs
 
 	ca := topotest.Client(t, a)
 	if !answered(t, ca, a, gw1, time.Second) || answered(t, ca, a, gw2, 100*time.Millisecond) {
@@ -125,8 +125,8 @@ func TestReloadChangesGateway(t *testing.T) {
 			gw = "169.254.1.2"
 		}
 		cfg.write(t, gatewayRule(gw))
-		p.hup(t)
-		p.waitLog(t, "msg=reloaded", i)
+		hup(t, p)
+		p.WaitT(t, pxproc.Has("msg=reloaded"), i)
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -139,13 +139,13 @@ func TestReloadChangesGateway(t *testing.T) {
 	if !answered(t, ca, a, gw2, time.Second) || answered(t, ca, a, gw1, 100*time.Millisecond) {
 		t.Error("after the reloads: want 169.254.1.2 answered and 169.254.1.1 not")
 	}
-	if n := p.count("msg=attach"); n != 2 {
+	if n := p.Count(pxproc.Has("msg=attach")); n != 2 {
 		t.Errorf("%d attaches, want the 2 from the start: reloads reopened listeners", n)
 	}
-	if got := p.fds(t); got != fds {
+	if got := snapshot(t, p).FDs; got != fds {
 		t.Errorf("%d fds after reloads, %d before", got, fds)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestReloadRefusesBadConfig: an invalid file is refused with its line and
@@ -156,7 +156,7 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 	a := tp.Pods[0]
 	cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
 	p := startPxresp(t, tp, "--config", string(cfg))
-	p.waitLog(t, "msg=ready", 1)
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
 	ca := topotest.Client(t, a)
 
 	for i, bad := range []string{
@@ -165,34 +165,34 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 		"rules: [\n",
 	} {
 		cfg.write(t, bad)
-		p.hup(t)
-		p.waitLog(t, `msg="reload failed"`, i+1, string(cfg)+":")
+		hup(t, p)
+		p.WaitT(t, pxproc.Contains(`msg="reload failed"`, string(cfg)+":"), i+1)
 		if !answered(t, ca, a, gw1, time.Second) {
 			t.Fatalf("bad config %d: the old configuration stopped answering", i)
 		}
 	}
 	for _, want := range []string{"4: rules[0].gateway: unknown key", `4: rules[0].gateways[0]: \"169.254.1.300\" is not an IPv4 address`} {
-		if p.count(`msg="reload failed"`, want) != 1 {
-			t.Errorf("no reload failure naming %q:\n%s", want, strings.Join(p.log(), "\n"))
+		if p.Count(pxproc.Contains(`msg="reload failed"`, want)) != 1 {
+			t.Errorf("no reload failure naming %q:\n%s", want, p.Log())
 		}
 	}
 	// The file is removed: refused too.
 	if err := os.Remove(string(cfg)); err != nil {
 		t.Fatal(err)
 	}
-	p.hup(t)
-	p.waitLog(t, `msg="reload failed"`, 1, "no such file")
+	hup(t, p)
+	p.WaitT(t, pxproc.Contains(`msg="reload failed"`, "no such file"), 1)
 	if !answered(t, ca, a, gw1, time.Second) {
 		t.Fatal("missing config file: the old configuration stopped answering")
 	}
 
 	cfg.write(t, gatewayRule("169.254.1.2"))
-	p.hup(t)
-	p.waitLog(t, "msg=reloaded", 1)
+	hup(t, p)
+	p.WaitT(t, pxproc.Has("msg=reloaded"), 1)
 	if !answered(t, ca, a, gw2, time.Second) {
 		t.Error("a good config after bad ones was not taken")
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestReloadChangesSelection: a reload that narrows the interface globs
@@ -203,15 +203,15 @@ func TestReloadChangesSelection(t *testing.T) {
 	a, b := tp.Pods[0], tp.Pods[1]
 	cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
 	p := startPxresp(t, tp, "--config", string(cfg))
-	p.waitLog(t, "msg=ready", 1)
-	p.waitLog(t, "msg=attach", 2)
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	ca, cb := topotest.Client(t, a), topotest.Client(t, b)
 
 	// Only a's interface, under a rule that answers with another MAC.
 	cfg.write(t, fmt.Sprintf("rules:\n- name: only-a\n  interfaces: [%s]\n  gateways: [169.254.1.1]\n  mac: 02:00:00:00:00:aa\n", a.HostIf))
-	p.hup(t)
-	p.waitLog(t, "msg=reloaded", 1)
-	p.waitLog(t, "msg=detach", 1, "iface="+b.HostIf)
+	hup(t, p)
+	p.WaitT(t, pxproc.Has("msg=reloaded"), 1)
+	p.WaitT(t, pxproc.Has("msg=detach", "iface="+b.HostIf), 1)
 	r := topotest.Ask(t, ca, arptest.Request(a.MAC, a.IP, gw1, arptest.Broadcast), time.Second)
 	if r == nil || replyMAC(r).String() != "02:00:00:00:00:aa" {
 		t.Errorf("pod a after narrowing: reply %x, want one with MAC 02:00:00:00:00:aa", r)
@@ -219,14 +219,14 @@ func TestReloadChangesSelection(t *testing.T) {
 	if answered(t, cb, b, gw1, 200*time.Millisecond) {
 		t.Error("pod b answered after its interface was deselected")
 	}
-	if n := p.count("msg=attach"); n != 2 {
+	if n := p.Count(pxproc.Has("msg=attach")); n != 2 {
 		t.Errorf("%d attaches after narrowing, want 2 (a kept its listener)", n)
 	}
 
 	cfg.write(t, gatewayRule("169.254.1.1"))
-	p.hup(t)
-	p.waitLog(t, "msg=reloaded", 2)
-	p.waitLog(t, "msg=attach", 2, "iface="+b.HostIf)
+	hup(t, p)
+	p.WaitT(t, pxproc.Has("msg=reloaded"), 2)
+	p.WaitT(t, pxproc.Has("msg=attach", "iface="+b.HostIf), 2)
 	if !answered(t, cb, b, gw1, time.Second) {
 		t.Error("pod b not answered after its interface was selected again")
 	}
@@ -234,7 +234,7 @@ func TestReloadChangesSelection(t *testing.T) {
 	if r == nil || replyMAC(r).String() != topo.GatewayMAC.String() {
 		t.Errorf("pod a after widening: reply %x, want the interface's MAC", r)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestSIGHUPWithoutConfig: without --config, SIGHUP is logged and ignored;
@@ -242,13 +242,13 @@ func TestReloadChangesSelection(t *testing.T) {
 func TestSIGHUPWithoutConfig(t *testing.T) {
 	tp := newTopo(t, 1)
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=ready", 1)
-	p.hup(t)
-	p.waitLog(t, "SIGHUP ignored", 1)
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
+	hup(t, p)
+	p.WaitT(t, pxproc.Contains("SIGHUP ignored"), 1)
 	if !answered(t, topotest.Client(t, tp.Pods[0]), tp.Pods[0], gw1, time.Second) {
 		t.Error("not answering after SIGHUP")
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestDryRun: --dry-run decides and logs what it would answer and sends
@@ -257,32 +257,32 @@ func TestDryRun(t *testing.T) {
 	tp := newTopo(t, 1)
 	a := tp.Pods[0]
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--dry-run")
-	p.waitLog(t, "msg=ready", 1)
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
 	ca := topotest.Client(t, a)
 	if answered(t, ca, a, gw1, 300*time.Millisecond) {
 		t.Fatal("a dry run answered")
 	}
-	p.waitLog(t, "would reply", 1, "target=169.254.1.1")
+	p.WaitT(t, pxproc.Contains("would reply", "target=169.254.1.1"), 1)
 	// Ignored requests are not logged as would-be replies.
 	if answered(t, ca, a, netip.MustParseAddr("192.0.2.1"), 100*time.Millisecond) {
 		t.Fatal("a dry run answered a non-target")
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := p.count("would reply"); n != 1 {
-		t.Errorf("%d would-reply lines, want 1:\n%s", n, strings.Join(p.log(), "\n"))
+	if n := p.Count(pxproc.Contains("would reply")); n != 1 {
+		t.Errorf("%d would-reply lines, want 1:\n%s", n, p.Log())
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }
 
 // TestCheckConfigBinary: the check-config subcommand of the real binary.
 func TestCheckConfigBinary(t *testing.T) {
 	cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
-	out, err := execCommand(testbin.Pxresp(t), "check-config", string(cfg))
+	out, err := execCommand(pxproc.Bin(t), "check-config", string(cfg))
 	if err != nil || !strings.Contains(out, "valid, 1 rule(s)") {
 		t.Errorf("good file: %v\n%s", err, out)
 	}
 	cfg.write(t, "rules:\n- {interfaces: [a], gateways: [169.254.1.1], mode: bridge}\n")
-	out, err = execCommand(testbin.Pxresp(t), "check-config", string(cfg))
+	out, err = execCommand(pxproc.Bin(t), "check-config", string(cfg))
 	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 1 ||
 		!strings.Contains(out, string(cfg)+`:2: rules[0].mode: unknown mode "bridge"`) {
 		t.Errorf("bad file: %v\n%s", err, out)
@@ -318,14 +318,14 @@ func TestSysctlWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=ready", 1)
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
 	for _, check := range []string{"check=proxy_arp", "check=forwarding", "check=rp_filter"} {
-		p.waitLog(t, "msg=sysctl", 1, "iface="+a.HostIf, check)
+		p.WaitT(t, pxproc.Has("msg=sysctl", "iface="+a.HostIf, check), 1)
 	}
-	p.waitLog(t, "msg=sysctl", 1, "net.ipv4.conf."+a.HostIf+".proxy_arp=0")
+	p.WaitT(t, pxproc.Contains("msg=sysctl", "net.ipv4.conf."+a.HostIf+".proxy_arp=0"), 1)
 	time.Sleep(100 * time.Millisecond)
-	if n := p.count("msg=sysctl"); n != 3 {
-		t.Errorf("%d sysctl warnings, want 3 (once per problem, none for %s):\n%s", n, b.HostIf, strings.Join(p.log(), "\n"))
+	if n := p.Count(pxproc.Has("msg=sysctl")); n != 3 {
+		t.Errorf("%d sysctl warnings, want 3 (once per problem, none for %s):\n%s", n, b.HostIf, p.Log())
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 }

@@ -8,15 +8,14 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
@@ -208,7 +207,7 @@ func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
 	args := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
 	snf := sniff(t, tp.Host, pod.HostIf, pod.MAC)
 	p := startPxresp(t, tp, args...)
-	p.waitLog(t, "msg=attach", 1)
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 
 	// 400 pings, 10 ms apart: 4 s at least (about 6 s here).
 	pingCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -240,24 +239,22 @@ func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
 	t.Logf("pod probes answered before the restarts: %d requests in %v", n, time.Since(pingStart).Round(time.Millisecond))
 
 	// kill stops p as the mode says and returns when it has exited.
-	kill := func(p *proc) time.Time {
+	kill := func(p *pxproc.Proc) time.Time {
 		if mode == "SIGTERM" {
-			p.stop(t)
+			p.StopT(t, time.Second)
 		} else {
-			if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			if err := p.Kill(); err != nil {
 				t.Fatal(err)
 			}
-			err := <-p.done
-			p.done <- err
 		}
 		return time.Now()
 	}
-	var procs []*proc
+	var procs []*pxproc.Proc
 	// 1: restart at once.
 	exited := kill(p)
 	p = startPxresp(t, tp, args...)
 	started := time.Now()
-	p.waitLog(t, "msg=attach", 1)
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 	procs = append(procs, p)
 	t.Logf("%s, immediate restart: %v from the old process's exit to the new one's attach line (%v of it from its start line)",
 		mode, time.Since(exited).Round(time.Microsecond), time.Since(started).Round(time.Microsecond))
@@ -268,7 +265,7 @@ func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
 	unanswered := snf.waitFor(t, exited, 2*time.Second, "a pod probe with no pxresp running", hasRequest)
 	probeAt := unanswered[0].at
 	p = startPxresp(t, tp, args...)
-	p.waitLog(t, "msg=attach", 1)
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 	attached := time.Now()
 	procs = append(procs, p)
 	fs := snf.waitFor(t, probeAt, 3*time.Second, "a reply to the pod after the restart", func(fs []arpSeen) bool {
@@ -323,16 +320,16 @@ func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
 	}
 
 	// The processes after the restarts answered requests themselves.
-	p.stop(t)
+	p.StopT(t, time.Second)
 	for i, q := range procs {
 		var got int
-		for _, l := range q.log() {
-			if logField(l, "msg") == "detach" {
-				got, _ = strconv.Atoi(logField(l, "requests"))
+		for _, l := range q.Lines() {
+			if l.Attr("msg") == "detach" {
+				got = int(l.Uint("requests"))
 			}
 		}
 		if i == 1 && got == 0 {
-			t.Errorf("%s: the process started after the probe in the gap logged no requests:\n%s", mode, strings.Join(q.log(), "\n"))
+			t.Errorf("%s: the process started after the probe in the gap logged no requests:\n%s", mode, q.Log())
 		}
 		if mode == "SIGTERM" || i == len(procs)-1 {
 			t.Logf("%s: the process started by restart %d answered %d requests", mode, i+1, got)

@@ -24,6 +24,8 @@ import (
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
@@ -96,24 +98,12 @@ func expectReply(t *testing.T, c *arptest.Client, name string, frame []byte, mac
 	}
 }
 
-var secCount = regexp.MustCompile(`\b(requests|replies)=(\d+)\b`)
-
 // secDetach returns the request and reply counts pxresp logged when it
 // detached iface (at the latest when it stopped).
-func secDetach(t *testing.T, p *proc, iface string) (requests, replies int) {
+func secDetach(t *testing.T, p *pxproc.Proc, iface string) (requests, replies int) {
 	t.Helper()
-	for _, l := range p.log() {
-		if !strings.Contains(l, "msg=detach") || !strings.Contains(l, "iface="+iface+" ") {
-			continue
-		}
-		n := map[string]int{}
-		for _, m := range secCount.FindAllStringSubmatch(l, -1) {
-			n[m[1]], _ = strconv.Atoi(m[2])
-		}
-		return n["requests"], n["replies"]
-	}
-	t.Fatalf("no detach of %s in the log", iface)
-	return 0, 0
+	l := detachLine(t, p, iface)
+	return int(l.Uint("requests")), int(l.Uint("replies"))
 }
 
 // TestNoReplyOutsideSelectionOrPolicy: with several gateways and targets,
@@ -138,7 +128,7 @@ func TestNoReplyOutsideSelectionOrPolicy(t *testing.T) {
 	p := startPxresp(t, tp, "--iface", "cali*",
 		"--gw", "169.254.1.1", "--gw", "169.254.1.254", "--gw", "10.96.0.1",
 		"--target", "10.244.0.0/16", "--target", "192.0.2.7")
-	p.waitLog(t, "msg=attach", 1)
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 	ca := topotest.Client(t, a)
 	gw := net.HardwareAddr(topo.GatewayMAC)
 	req := func(target string) []byte {
@@ -172,9 +162,9 @@ func TestNoReplyOutsideSelectionOrPolicy(t *testing.T) {
 			}
 		}
 	}
-	p.stop(t)
-	if n := p.count("msg=attach"); n != 1 || p.count("msg=attach", "iface="+a.HostIf+" ") != 1 {
-		t.Errorf("%d attaches, want only %s:\n%s", n, a.HostIf, strings.Join(p.log(), "\n"))
+	p.StopT(t, time.Second)
+	if n := p.Count(pxproc.Has("msg=attach")); n != 1 || p.Count(pxproc.Has("msg=attach", "iface="+a.HostIf)) != 1 {
+		t.Errorf("%d attaches, want only %s:\n%s", n, a.HostIf, p.Log())
 	}
 	nReq, nRep := secDetach(t, p, a.HostIf)
 	wantReq := len(answered) + 2*len(refused)
@@ -206,7 +196,7 @@ func TestNoReplyUnlessBroadcastOrToUs(t *testing.T) {
 	} {
 		t.Run(run.name, func(t *testing.T) {
 			p := startPxresp(t, tp, append([]string{"--iface", "cali*", "--gw", "169.254.1.1"}, run.args...)...)
-			p.waitLog(t, "msg=attach", 1)
+			p.WaitT(t, pxproc.Has("msg=attach"), 1)
 			c := topotest.Client(t, a)
 			req := func(dst net.HardwareAddr) []byte { return arptest.Request(a.MAC, a.IP, topo.Gateway, dst) }
 			// The probe asks from another sender address, so that its reply
@@ -246,7 +236,7 @@ func TestNoReplyUnlessBroadcastOrToUs(t *testing.T) {
 					wantReq++
 				}
 			}
-			p.stop(t)
+			p.StopT(t, time.Second)
 			nReq, nRep := secDetach(t, p, a.HostIf)
 			if nReq != wantReq || nRep != wantRep {
 				t.Errorf("pxresp counted %d requests and %d replies, want %d and %d", nReq, nRep, wantReq, wantRep)
@@ -282,8 +272,8 @@ func TestServesWithReadOnlyProcSys(t *testing.T) {
 	}
 
 	p := startPxrespAs(t, tp, procSysROWrapper(), "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=attach", 1)
-	mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.cmd.Process.Pid))
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
+	mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,10 +287,10 @@ func TestServesWithReadOnlyProcSys(t *testing.T) {
 	if out := topotest.Exec(t, pod.NS, "ping", "-c", "2", "-i", "0.2", "-W", "1", tp.UplinkIP.String()); !strings.Contains(out, " 0% packet loss") {
 		t.Errorf("ping through pxresp with /proc/sys read-only: %s", out)
 	}
-	p.stop(t)
+	p.StopT(t, time.Second)
 	for _, level := range []string{"level=WARN", "level=ERROR"} {
-		if n := p.count(level); n != 0 {
-			t.Errorf("%d %s lines:\n%s", n, level, strings.Join(p.log(), "\n"))
+		if n := p.Count(pxproc.Has(level)); n != 0 {
+			t.Errorf("%d %s lines:\n%s", n, level, p.Log())
 		}
 	}
 }
@@ -324,13 +314,7 @@ func roProcSys(mountinfo string) bool {
 // (net.ipv4.conf, net.ipv4.neigh, net.ipv6.conf) changed, which covers the
 // netlink route to them too.
 func TestNoProcSysWrites(t *testing.T) {
-	strace, err := exec.LookPath("strace")
-	if err != nil {
-		if privtest.Required() {
-			t.Fatalf("strace is needed: %v", err)
-		}
-		t.Skipf("strace is needed: %v", err)
-	}
+	strace := privtest.Tool(t, "strace", "strace")
 	tp := newTopo(t, 1)
 	ctx := context.Background()
 	pod := tp.Pods[0]
@@ -338,12 +322,15 @@ func TestNoProcSysWrites(t *testing.T) {
 	trace := filepath.Join(t.TempDir(), "strace.out")
 	wrapper := []string{strace, "-f", "-qq", "-s", "256", "-e", "trace=open,openat,openat2,creat,truncate,write", "-o", trace}
 	p := startPxrespAs(t, tp, wrapper, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.waitLog(t, "msg=attach", 1)
-	// pxresp is strace's child. os.FindProcess holds a pidfd to it, so the
-	// signals below cannot reach another process that reuses the PID.
-	px, err := os.FindProcess(stracedChild(t, p.cmd.Process.Pid))
+	p.WaitT(t, pxproc.Has("msg=attach"), 1)
+	// pxresp is strace's child, held by a pidfd: the signals below cannot
+	// reach another process that reuses the PID.
+	px, err := p.Child()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if comm, err := procstat.Comm(px.Pid); err != nil || comm != "pxresp" {
+		t.Fatalf("strace's child %d is %q (%v), want pxresp", px.Pid, comm, err)
 	}
 	t.Cleanup(func() { _ = px.Kill() }) // if the test fails before SIGTERM; strace then exits too
 
@@ -357,29 +344,26 @@ func TestNoProcSysWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=attach", 2)
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	for _, args := range [][]string{{"address", "02:ee:00:00:00:02"}, {"down"}, {"up"}} {
 		if err := tp.Host.IP(ctx, append([]string{"link", "set", extra.HostIf}, args...)...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p.waitLog(t, `msg="link changed"`, 2, extra.HostIf)
+	p.WaitT(t, pxproc.Has(`msg="link changed"`, "iface="+extra.HostIf), 2)
 	if err := tp.DelPod(ctx, extra); err != nil {
 		t.Fatal(err)
 	}
-	p.waitLog(t, "msg=detach", 1)
+	p.WaitT(t, pxproc.Has("msg=detach"), 1)
 
 	// Stop pxresp itself (strace follows it out and exits with its status).
 	if err := px.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Errorf("strace/pxresp exit after SIGTERM to pxresp: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("pxresp under strace still running 5s after SIGTERM")
+	if code, err := p.WaitExit(5 * time.Second); err != nil {
+		t.Fatalf("pxresp under strace still running 5s after SIGTERM: %v", err)
+	} else if code != 0 {
+		t.Errorf("strace/pxresp exit code %d after SIGTERM to pxresp", code)
 	}
 
 	data, err := os.ReadFile(trace)
@@ -411,35 +395,6 @@ func TestNoProcSysWrites(t *testing.T) {
 		}
 	}
 	t.Logf("%d net.ipv4.conf/neigh and net.ipv6.conf sysctls read before and after, %d changed", len(before), changed)
-}
-
-// stracedChild returns the PID of the process strace (PID pid) started.
-func stracedChild(t *testing.T, pid int) int {
-	t.Helper()
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kids []int
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, s := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(s); err == nil {
-				kids = append(kids, n)
-			}
-		}
-	}
-	if len(kids) != 1 {
-		t.Fatalf("strace (pid %d) has children %v, want exactly pxresp", pid, kids)
-	}
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", kids[0]))
-	if err != nil || strings.TrimSpace(string(comm)) != "pxresp" {
-		t.Fatalf("strace's child %d is %q (%v), want pxresp", kids[0], comm, err)
-	}
-	return kids[0]
 }
 
 var traceOpen = regexp.MustCompile(`^\d+\s+(open|openat|openat2|creat|truncate)\((?:AT_FDCWD, |-?\d+, )?"([^"]*)"(.*)$`)
@@ -641,7 +596,7 @@ func TestSendsOnlyRepliesOnSelectedInterfaces(t *testing.T) {
 	capt := startCapture(t, tp.Host)
 
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--target", "10.244.0.0/16")
-	p.waitLog(t, "msg=attach", 2)
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	gw := net.HardwareAddr(topo.GatewayMAC)
 	bc := arptest.Broadcast
 	type sent struct {
@@ -719,7 +674,7 @@ func TestSendsOnlyRepliesOnSelectedInterfaces(t *testing.T) {
 			t.Errorf("an extra reply %x (%v)", r, err)
 		}
 	}
-	p.stop(t) // pxresp has exited: whatever it sent is in the capture
+	p.StopT(t, time.Second) // pxresp has exited: whatever it sent is in the capture
 	frames := capt.finish(t)
 
 	var out []captured

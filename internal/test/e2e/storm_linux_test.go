@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
@@ -101,27 +101,6 @@ func stormCPUTicks(t *testing.T, pid int) int64 {
 	return int64(ticks)
 }
 
-// stormDetachCounts returns the requests, replies and rate_limited counts pxresp
-// logged when it detached iface (at shutdown, say).
-func stormDetachCounts(t *testing.T, p *proc, iface string) (requests, replies, limited uint64) {
-	t.Helper()
-	for _, l := range p.log() {
-		if !strings.Contains(l, "msg=detach") || !strings.Contains(l, "iface="+iface+" ") {
-			continue
-		}
-		vals := map[string]uint64{}
-		for _, f := range strings.Fields(l) {
-			k, v, ok := strings.Cut(f, "=")
-			if n, err := strconv.ParseUint(v, 10, 64); ok && err == nil {
-				vals[k] = n
-			}
-		}
-		return vals["requests"], vals["replies"], vals["rate_limited"]
-	}
-	t.Fatalf("no detach line for %s in the log:\n%s", iface, strings.Join(p.log(), "\n"))
-	return 0, 0, 0
-}
-
 // TestStormContainment: pod A floods broadcast requests for the gateway as
 // fast as one raw socket can, while pod B asks one request at a time. With
 // --rate-limit 200, A gets at most 200/s (plus the burst) back, pxresp uses
@@ -131,8 +110,8 @@ func TestStormContainment(t *testing.T) {
 	tp := newTopo(t, 2)
 	a, b := tp.Pods[0], tp.Pods[1]
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--rate-limit", strconv.Itoa(stormLimit))
-	p.waitLog(t, "msg=attach", 2)
-	pid := p.cmd.Process.Pid // ip netns exec execs pxresp in place
+	p.WaitT(t, pxproc.Has("msg=attach"), 2)
+	pid := p.Pid() // ip netns exec execs pxresp in place
 	ca, cb := topotest.Client(t, a), topotest.Client(t, b)
 	reqA := arptest.Request(a.MAC, a.IP, topo.Gateway, arptest.Broadcast)
 	reqB := arptest.Request(b.MAC, b.IP, topo.Gateway, arptest.Broadcast)
@@ -232,8 +211,9 @@ func TestStormContainment(t *testing.T) {
 	// The limit throttles; it does not ban: once the flood is over, pod A
 	// is answered again (a token comes back every 5 ms).
 	after := topotest.Ask(t, ca, reqA, time.Second) != nil
-	p.stop(t)
-	requests, pxReplies, limited := stormDetachCounts(t, p, a.HostIf)
+	p.StopT(t, time.Second)
+	detach := detachLine(t, p, a.HostIf)
+	requests, pxReplies, limited := detach.Uint("requests"), detach.Uint("replies"), detach.Uint("rate_limited")
 
 	window := floodDur.Seconds()
 	t.Logf("storm: pod A sent %d requests in %v (%.0f/s, %d send errors, first %v)",

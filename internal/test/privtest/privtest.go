@@ -87,3 +87,19 @@ func probeIP() error {
 	}
 	return nil
 }
+
+// Tool returns the path of the command name, which a privileged test needs
+// (pkg is the Debian package that has it). Without it, t fails under
+// PXRESP_PRIVILEGED=1 and is skipped otherwise.
+func Tool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	switch {
+	case err == nil:
+	case Required():
+		t.Fatalf("%s is missing (Debian package %s): %v", name, pkg, err)
+	default:
+		t.Skipf("%s is missing (Debian package %s): %v", name, pkg, err)
+	}
+	return p
+}

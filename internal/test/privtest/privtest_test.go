@@ -86,3 +86,20 @@ func TestRequireReal(t *testing.T) {
 		t.Fatalf("Require let the test run but the tools check fails: %v", err)
 	}
 }
+
+func TestTool(t *testing.T) {
+	if p := Tool(t, "sh", "dash"); p == "" {
+		t.Error("Tool(sh): no path")
+	}
+	for _, c := range []struct {
+		env             string
+		wantSkip, fatal bool
+	}{{"", true, false}, {"1", false, true}} {
+		t.Setenv(EnvVar, c.env)
+		f := &fakeTB{}
+		Tool(f, "pxresp-no-such-tool", "nothing")
+		if (f.skipped != "") != c.wantSkip || (f.fatal != "") != c.fatal || !strings.Contains(f.skipped+f.fatal, "Debian package nothing") {
+			t.Errorf("%s=%q: skipped %q, fatal %q", EnvVar, c.env, f.skipped, f.fatal)
+		}
+	}
+}

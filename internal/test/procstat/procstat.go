@@ -1,6 +1,7 @@
 // Package procstat reads figures of another process from /proc: CPU time,
-// fields of its status file, and its file descriptors and sockets. Tests,
-// the bench and the soak use it to watch the pxresp process they started.
+// fields of its status file, its file descriptors and sockets, and its
+// child. Tests, the bench and the soak use it to watch the pxresp process
+// they started.
 package procstat
 
 import (
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -107,4 +109,106 @@ func FDs(pid int) (fds int, sockets []string, err error) {
 		}
 	}
 	return len(ents), sockets, nil
+}
+
+// Snapshot is what a process holds, read from /proc.
+type Snapshot struct {
+	FDs     int         // entries of /proc/PID/fd
+	Sockets int         // of those, sockets (packet, netlink, ...)
+	Threads int         // Threads: of /proc/PID/status
+	RSSKB   int         // VmRSS: of /proc/PID/status, in kB
+	Packet  map[int]int // ifindex -> its AF_PACKET sockets bound there
+}
+
+// Snap reads the fds, sockets, threads and RSS of process pid, and maps its
+// AF_PACKET sockets to the interfaces they are bound to: the inode of each
+// socket fd is looked up in /proc/PID/net/packet (the packet sockets of the
+// process's network namespace, with their ifindex).
+func Snap(pid int) (Snapshot, error) {
+	fds, socks, err := FDs(pid)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	v, err := Status(pid, "Threads", "VmRSS")
+	if err != nil {
+		return Snapshot{}, err
+	}
+	pk, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/packet", pid))
+	if err != nil {
+		return Snapshot{}, err
+	}
+	packet, err := PacketSockets(string(pk), socks)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("/proc/%d/net/packet: %w", pid, err)
+	}
+	return Snapshot{FDs: fds, Sockets: len(socks), Threads: int(v[0]), RSSKB: int(v[1]), Packet: packet}, nil
+}
+
+func (s Snapshot) String() string {
+	return fmt.Sprintf("%d fds (%d sockets, %d AF_PACKET), %d threads, RSS %d kB",
+		s.FDs, s.Sockets, s.PacketSockets(), s.Threads, s.RSSKB)
+}
+
+// PacketSockets returns how many AF_PACKET sockets the snapshot holds.
+func (s Snapshot) PacketSockets() int {
+	n := 0
+	for _, c := range s.Packet {
+		n += c
+	}
+	return n
+}
+
+// PacketSockets counts, by ifindex, the sockets of a /proc net/packet
+// text (sk RefCnt Type Proto Iface R Rmem User Inode) whose inodes are
+// among inodes.
+func PacketSockets(netPacket string, inodes []string) (map[int]int, error) {
+	mine := make(map[string]bool, len(inodes))
+	for _, ino := range inodes {
+		mine[ino] = true
+	}
+	m := make(map[int]int)
+	lines := strings.Split(netPacket, "\n")
+	for _, line := range lines[min(1, len(lines)):] {
+		f := strings.Fields(line)
+		if len(f) < 9 || !mine[f[8]] {
+			continue
+		}
+		idx, err := strconv.Atoi(f[4])
+		if err != nil {
+			return nil, fmt.Errorf("bad line %q", line)
+		}
+		m[idx]++
+	}
+	return m, nil
+}
+
+// Child returns the only child of process pid (the program a forking
+// wrapper such as strace started); another number of children is an error.
+func Child(pid int) (int, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	if err != nil {
+		return 0, err
+	}
+	var kids []int
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, s := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(s); err == nil {
+				kids = append(kids, n)
+			}
+		}
+	}
+	if len(kids) != 1 {
+		return 0, fmt.Errorf("process %d has children %v, want one", pid, kids)
+	}
+	return kids[0], nil
+}
+
+// Comm returns the command name of process pid (/proc/PID/comm).
+func Comm(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b)), err
 }

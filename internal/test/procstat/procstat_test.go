@@ -3,7 +3,9 @@ package procstat
 import (
 	"net"
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 )
 
 func TestParseStatTimes(t *testing.T) {
@@ -56,5 +58,64 @@ func TestSelf(t *testing.T) {
 	fds2, socks2, err := FDs(pid)
 	if err != nil || fds2 != fds+1 || len(socks2) != len(socks)+1 {
 		t.Errorf("with one more socket: %d fds, %d sockets; before %d, %d (%v)", fds2, len(socks2), fds, len(socks), err)
+	}
+}
+
+func TestPacketSockets(t *testing.T) {
+	text := `sk               RefCnt Type Proto  Iface R Rmem   User   Inode
+ffff9b2c0a1b2000 3      3    0806   7     1 0      0      41001
+ffff9b2c0a1b3000 3      3    0806   7     1 0      0      41002
+ffff9b2c0a1b4000 3      3    0806   9     1 0      0      41003
+ffff9b2c0a1b5000 3      3    0806   9     1 0      0      51000
+`
+	m, err := PacketSockets(text, []string{"41001", "41002", "41003", "99"})
+	if err != nil || len(m) != 2 || m[7] != 2 || m[9] != 1 {
+		t.Errorf("PacketSockets = %v, %v; want map[7:2 9:1]", m, err)
+	}
+	if m, err := PacketSockets("", nil); err != nil || len(m) != 0 {
+		t.Errorf("empty: %v, %v", m, err)
+	}
+	if _, err := PacketSockets("head\nffff 3 3 0806 x 1 0 0 41001\n", []string{"41001"}); err == nil {
+		t.Error("bad ifindex: no error")
+	}
+	s := Snapshot{FDs: 9, Sockets: 4, Threads: 7, RSSKB: 5000, Packet: m}
+	if s.PacketSockets() != 3 || s.String() != "9 fds (4 sockets, 3 AF_PACKET), 7 threads, RSS 5000 kB" {
+		t.Errorf("String = %q", s.String())
+	}
+}
+
+func TestChild(t *testing.T) {
+	if _, err := Child(os.Getpid()); err == nil {
+		t.Fatal("a process without children: no error")
+	}
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("sleep: %v", err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	pid, err := Child(os.Getpid())
+	if err != nil || pid != cmd.Process.Pid {
+		t.Errorf("Child = %d, %v; want %d", pid, err, cmd.Process.Pid)
+	}
+	// The child has exec'd sleep once its comm says so.
+	var comm string
+	for range 200 {
+		if comm, err = Comm(pid); err != nil || comm == "sleep" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if comm != "sleep" {
+		t.Errorf("Comm = %q, %v; want sleep", comm, err)
+	}
+}
+
+func TestSnapSelf(t *testing.T) {
+	s, err := Snap(os.Getpid())
+	if err != nil || s.FDs == 0 || s.Threads == 0 || s.RSSKB == 0 {
+		t.Errorf("Snap = %v, %v", s, err)
 	}
 }

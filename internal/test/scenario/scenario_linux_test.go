@@ -3,14 +3,13 @@ package scenario
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/privtest"
-	"github.com/pxresp/pxresp/internal/test/testbin"
+	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
@@ -30,11 +29,7 @@ import (
 // tag starts the namespace names of this package's tests (topo.NewPrefix).
 const tag = "pxrsc"
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pxproc.Main(m) }
 
 func TestScenarios(t *testing.T) {
 	for _, sc := range All() {
@@ -135,18 +130,12 @@ func runScenario(t *testing.T, sc *Scenario) {
 		if err := in.KernelOff(ctx); err != nil {
 			t.Fatalf("kernel proxy ARP is not off: %v", err)
 		}
-		bin := testbin.Pxresp(t)
 		dir := t.TempDir()
-		var procs []*Proc
+		var procs []*pxproc.Proc
 		defer func() {
 			for _, p := range procs {
-				early := p.Exited() // already reported
-				code, _, err := p.Stop(5 * time.Second)
-				if !early && (err != nil || code != 0) {
-					t.Errorf("pxresp (pid %d): exit %d after SIGTERM (%v)", p.Pid(), code, err)
-				}
-				if t.Failed() {
-					t.Logf("pxresp (pid %d) log:\n%s", p.Pid(), strings.Join(p.Lines(), "\n"))
+				if p.Alive() { // else already reported
+					p.StopT(t, 5*time.Second)
 				}
 			}
 		}()
@@ -156,26 +145,22 @@ func runScenario(t *testing.T, sc *Scenario) {
 				t.Fatal(err)
 			}
 			args := a.PxrespArgs(cfg)
-			p, err := Start(a.NS, bin, args, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := pxproc.StartT(t, a.NS, pxproc.Options{Args: args})
 			procs = append(procs, p)
 			t.Logf("%s: pxresp %s (pid %d)", a.NS.Name, strings.Join(args, " "), p.Pid())
 			for _, ifname := range a.Attach {
-				if _, ok := p.WaitFor(ctx, 10*time.Second, Attached(ifname)); !ok {
+				if _, err := p.Wait(ctx, pxproc.Has("msg=attach", "iface="+ifname), 1, 10*time.Second); err != nil {
 					hint := ""
-					if p.Exited() && strings.Contains(strings.Join(p.Lines(), "\n"), "flag provided but not defined") {
+					if !p.Alive() && p.Count(pxproc.Contains("flag provided but not defined")) > 0 {
 						hint = " (this pxresp lacks a flag the scenario uses: --mode or --config)"
 					}
-					t.Fatalf("pxresp in %s did not attach %s within 10s (exited: %v, code %d)%s",
-						a.NS.Name, ifname, p.Exited(), p.ExitCode(), hint)
+					t.Fatalf("pxresp in %s did not attach %s: %v%s", a.NS.Name, ifname, err, hint)
 				}
 			}
 		}
 		expectTraffic(ctx, t, in)
 		for _, p := range procs {
-			if p.Exited() {
+			if !p.Alive() {
 				t.Errorf("pxresp (pid %d) exited during the run with code %d", p.Pid(), p.ExitCode())
 			}
 		}

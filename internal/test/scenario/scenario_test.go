@@ -88,28 +88,6 @@ func TestParseCounter(t *testing.T) {
 	}
 }
 
-func TestLogLine(t *testing.T) {
-	line := `time=2026-11-23T10:00:00Z level=INFO msg=attach iface=vethA ifindex=3 mac=aa:bb:cc:dd:ee:ff`
-	for _, c := range []struct {
-		m    func(string) bool
-		want bool
-	}{
-		{Attached("vethA"), true},
-		{Attached("veth"), false}, // a prefix is not the name
-		{Attached("vethB"), false},
-		{Detached("vethA"), false},
-		{LogLine("msg=attach"), true},
-		{LogLine(), true},
-	} {
-		if got := c.m(line); got != c.want {
-			t.Errorf("matcher on %q = %v, want %v", line, got, c.want)
-		}
-	}
-	if !Detached("cali0")("level=INFO msg=detach iface=cali0") {
-		t.Error("Detached: the field at the end of the line")
-	}
-}
-
 func TestPxrespArgs(t *testing.T) {
 	a := &Answerer{Args: []string{"--mode", "route"}}
 	if got := a.PxrespArgs(""); !slices.Equal(got, []string{"--mode", "route"}) {

@@ -24,7 +24,10 @@ const (
 	cmdTimeout = 10 * time.Second
 	// upTimeout bounds WaitUp.
 	upTimeout = 3 * time.Second
-	runNetns  = "/run/netns"
+	// batchTimeout bounds Batch: a batch of thousands of links takes
+	// seconds.
+	batchTimeout = 2 * time.Minute
+	runNetns     = "/run/netns"
 )
 
 // NS is a named network namespace (a bind mount under /run/netns) that a
@@ -76,6 +79,19 @@ func (n *NS) IPOut(ctx context.Context, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
 	defer cancel()
 	return run(ctx, false, append([]string{"-n", n.Name}, args...)...)
+}
+
+// Batch runs `ip -n NAME -batch -` with cmds on stdin, one a line (bounded
+// by ctx and by 2 minutes).
+func (n *NS) Batch(ctx context.Context, cmds []string) error {
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "-n", n.Name, "-batch", "-")
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ip -n %s -batch (%d commands): %w: %s", n.Name, len(cmds), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // Sysctl writes key=value inside the namespace with

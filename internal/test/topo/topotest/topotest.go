@@ -4,7 +4,6 @@ package topotest
 
 import (
 	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -70,15 +69,16 @@ func Exec(t testing.TB, ns *topo.NS, args ...string) string {
 // AddNS creates the named network namespace, deleted when t ends.
 func AddNS(t testing.TB, name string) *topo.NS {
 	t.Helper()
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	ns := &topo.NS{Name: name}
+	if err := ns.Create(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := ns.Delete(context.Background()); err != nil {
+			t.Error(err)
 		}
 	})
-	return &topo.NS{Name: name}
+	return ns
 }
 
 // Batch runs `ip -n NS -batch -` with cmds on stdin (bounded by 30 s).
@@ -86,9 +86,7 @@ func Batch(t testing.TB, ns *topo.NS, cmds []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "-n", ns.Name, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s -batch (%d commands): %v: %s", ns.Name, len(cmds), err, out)
+	if err := ns.Batch(ctx, cmds); err != nil {
+		t.Fatal(err)
 	}
 }
