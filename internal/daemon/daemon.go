@@ -291,7 +291,7 @@ func (d *daemon) snapshot() snapshot {
 	if c := d.router.cache(); c != nil {
 		st := c.Stats()
 		s.Route = &routeStats{Hits: st.Hits, Misses: st.Misses, Limited: st.Limited, Errors: st.Errors,
-			Fallbacks: st.Fallbacks, Invalidations: st.Invalidations, Resyncs: st.Resyncs, Entries: st.Entries}
+			Fallbacks: st.Fallbacks, Invalidations: st.Invalidations, Entries: st.Entries}
 	}
 	return s
 }
