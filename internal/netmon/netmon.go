@@ -229,7 +229,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		}
 		delay = m.backoff
 		n := m.resyncs.Add(1)
-		m.log.Warn("netlink notifications lost; resubscribing and resyncing", "reason", reason, "resyncs", n)
+		m.log.Warn("netlink subscription lost; resubscribing and resyncing", "reason", reason, "resyncs", n)
 		m.lost = reason
 		for _, r := range m.active {
 			if !r.gone.Load() {
