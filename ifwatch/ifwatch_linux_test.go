@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/vishvananda/netlink"
@@ -85,7 +86,7 @@ func run(t *testing.T, stdin string, args ...string) {
 // attached ones.
 type recorder struct {
 	mu       sync.Mutex
-	events   []Event
+	events   []Event[string]
 	cursor   int // events before it were consumed by waitFor
 	attached map[int]Link
 	errs     []string
@@ -96,7 +97,7 @@ func newRecorder() *recorder {
 	return &recorder{attached: make(map[int]Link), notify: make(chan struct{}, 1)}
 }
 
-func (r *recorder) handle(ev Event) {
+func (r *recorder) handle(ev Event[string]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, ev)
@@ -117,7 +118,7 @@ func (r *recorder) handle(ev Event) {
 
 // waitFor returns the first event after the previously matched one for
 // which match is true; it fails the test after 5 s.
-func (r *recorder) waitFor(t *testing.T, desc string, match func(Event) bool) Event {
+func (r *recorder) waitFor(t *testing.T, desc string, match func(Event[string]) bool) Event[string] {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -170,8 +171,8 @@ func (r *recorder) check(t *testing.T) {
 
 // is matches an event of kind about the link named name for which ok
 // (if not nil) holds.
-func is(kind Kind, name string, ok func(Link) bool) func(Event) bool {
-	return func(ev Event) bool {
+func is(kind Kind, name string, ok func(Link) bool) func(Event[string]) bool {
+	return func(ev Event[string]) bool {
 		return ev.Kind == kind && ev.Link.Name == name && (ok == nil || ok(ev.Link))
 	}
 }
@@ -183,26 +184,30 @@ func onLink(p ...string) func(Link) bool {
 
 func isUp(want bool) func(Link) bool { return func(l Link) bool { return l.Up == want } }
 
-// watch runs a Watcher on ns. The returned stop function, also called when
-// the test ends, cancels Run and checks that it returns nil within a second
-// and that the events were consistent.
-func watch(t *testing.T, ns *testNS, cfg Config) (w *Watcher, rec *recorder, stop func()) {
+// watch runs a Monitor on ns with a Watcher of the "cali*" links
+// registered. The returned stop function, also called when the test ends,
+// cancels Run and checks that it returns nil within a second and that the
+// events were consistent.
+func watch(t *testing.T, ns *testNS, cfg netmon.Config) (m *netmon.Monitor, rec *recorder, stop func()) {
 	t.Helper()
 	cfg.Namespace = &ns.h
-	if cfg.Globs == nil {
-		cfg.Globs = []string{"cali*"}
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	w, err := New(cfg)
+	m, err := netmon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.Close() })
 	rec = newRecorder()
+	w, err := New(Config[string]{Select: globs("cali*"), Handle: rec.handle, Logger: cfg.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Register(w)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- w.Run(ctx, rec.handle) }()
+	go func() { errc <- m.Run(ctx) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -219,7 +224,7 @@ func watch(t *testing.T, ns *testNS, cfg Config) (w *Watcher, rec *recorder, sto
 		})
 	}
 	t.Cleanup(stop)
-	return w, rec, stop
+	return m, rec, stop
 }
 
 func TestNetnsLifecycle(t *testing.T) {
@@ -234,7 +239,7 @@ func TestNetnsLifecycle(t *testing.T) {
 		"link set vethX up",
 	})
 	before := runtime.NumGoroutine()
-	w, rec, stop := watch(t, ns, Config{})
+	m, rec, stop := watch(t, ns, netmon.Config{})
 
 	rec.waitFor(t, "Attach caliA", is(Attach, "caliA", func(l Link) bool {
 		return l.MAC.String() == "ee:ee:ee:ee:ee:ee" && l.Up && l.OnLink == nil
@@ -305,7 +310,7 @@ func TestNetnsLifecycle(t *testing.T) {
 			t.Errorf("event for a link outside the glob: %s", fmtEvent(ev))
 		}
 	}
-	t.Logf("%d events, %d resyncs", len(rec.events), w.Resyncs())
+	t.Logf("%d events, %d resyncs", len(rec.events), m.Resyncs())
 	rec.mu.Unlock()
 	stop()
 	leakcheck.WaitGoroutines(t, before)
@@ -319,7 +324,7 @@ func TestNetnsOverflow(t *testing.T) {
 	ns := newNS(t)
 	ns.ip(t, "link", "add", "cali-first", "type", "veth", "peer", "name", "p-first")
 	before := runtime.NumGoroutine()
-	w, rec, stop := watch(t, ns, Config{
+	m, rec, stop := watch(t, ns, netmon.Config{
 		RecvBufSize:  1, // the kernel rounds it up to its minimum
 		RecvBufForce: true,
 		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -347,7 +352,7 @@ func TestNetnsOverflow(t *testing.T) {
 	}
 
 	const bursts, pairs = 3, 100
-	for b := 0; b < bursts && w.Resyncs() == 0; b++ {
+	for b := 0; b < bursts && m.Resyncs() == 0; b++ {
 		var cmds []string
 		for i := range pairs {
 			cmds = append(cmds, fmt.Sprintf("link add cali%d-%03d type veth peer name p%d-%03d", b, i, b, i))
@@ -368,9 +373,9 @@ func TestNetnsOverflow(t *testing.T) {
 				return true
 			})
 		t.Logf("burst %d: %d veth pairs; %d links attached %v after it started; %d resyncs",
-			b, pairs, len(want), time.Since(start), w.Resyncs())
+			b, pairs, len(want), time.Since(start), m.Resyncs())
 	}
-	if w.Resyncs() == 0 {
+	if m.Resyncs() == 0 {
 		t.Fatalf("no resync after %d bursts: the receive buffer never overflowed", bursts)
 	}
 
@@ -381,19 +386,13 @@ func TestNetnsOverflow(t *testing.T) {
 	leakcheck.WaitGoroutines(t, before)
 }
 
-// TestNetnsCurrentNamespace runs a Watcher without Config.Namespace on a
-// thread that entered the test namespace.
+// TestNetnsCurrentNamespace runs a Monitor without Config.Namespace,
+// made on a thread that entered the test namespace, and run from another.
 func TestNetnsCurrentNamespace(t *testing.T) {
 	privtest.Require(t)
 	ns := newNS(t)
 	ns.ip(t, "link", "add", "caliA", "type", "veth", "peer", "name", "peerA")
-	w, err := New(Config{Globs: []string{"cali*"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	var m *netmon.Monitor
 	errc := make(chan error, 1)
 	go func() {
 		// The thread stays locked: it ends with the goroutine instead of
@@ -403,8 +402,23 @@ func TestNetnsCurrentNamespace(t *testing.T) {
 			errc <- err
 			return
 		}
-		errc <- w.Run(ctx, rec.handle)
+		var err error
+		m, err = netmon.New(netmon.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		errc <- err
 	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rec := newRecorder()
+	w, err := New(Config[string]{Select: globs("cali*"), Handle: rec.handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Register(w)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { errc <- m.Run(ctx) }()
 	ev := rec.waitFor(t, "Attach caliA", is(Attach, "caliA", nil))
 	h, err := netlink.NewHandleAt(ns.h)
 	if err != nil {

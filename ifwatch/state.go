@@ -2,11 +2,14 @@ package ifwatch
 
 import (
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/pxresp/pxresp/internal/netmon"
 )
 
 // routeKey identifies an IPv4 route of the main table the way the kernel
@@ -17,102 +20,145 @@ type routeKey struct {
 	priority int
 }
 
+// linkAttrs are the attributes of a link that selection and Link need.
+type linkAttrs struct {
+	index    int
+	name     string
+	mac      net.HardwareAddr
+	rawFlags uint32
+	encap    string
+	master   int
+}
+
+func attrsOf(l netlink.Link) linkAttrs {
+	a := l.Attrs()
+	return linkAttrs{
+		index:    a.Index,
+		name:     a.Name,
+		mac:      slices.Clone(a.HardwareAddr),
+		rawFlags: a.RawFlags,
+		encap:    a.EncapType,
+		master:   a.MasterIndex,
+	}
+}
+
+func (a *linkAttrs) up() bool { return a.rawFlags&unix.IFF_UP != 0 }
+
+// served is an attached link and the rule it is served under.
+type served[R comparable] struct {
+	link Link
+	rule R
+}
+
 // state is the Watcher's view of the namespace. It does no I/O: it turns
-// netlink notifications and listings into Events.
-type state struct {
-	globs    []string
-	attached map[int]Link                  // selected links, by ifindex
-	up       map[int]bool                  // last known IFF_UP of every link
+// netlink notifications, listings and selector changes into Events.
+type state[R comparable] struct {
+	sel      func(name string) (R, bool)
+	attached map[int]served[R]             // selected links, by ifindex
+	links    map[int]linkAttrs             // last known attributes of every link
 	routes   map[int]map[routeKey]struct{} // IPv4 unicast main-table routes, by output ifindex, for every link
 }
 
-func newState(globs []string) *state {
-	return &state{
-		globs:    globs,
-		attached: make(map[int]Link),
-		up:       make(map[int]bool),
+func newState[R comparable](sel func(string) (R, bool)) *state[R] {
+	return &state[R]{
+		sel:      sel,
+		attached: make(map[int]served[R]),
+		links:    make(map[int]linkAttrs),
 		routes:   make(map[int]map[routeKey]struct{}),
 	}
 }
 
-// selects reports whether the link should be attached.
-func (s *state) selects(a *netlink.LinkAttrs) bool {
-	return a.RawFlags&(unix.IFF_LOOPBACK|unix.IFF_NOARP) == 0 &&
-		a.EncapType == "ether" &&
-		a.MasterIndex == 0 &&
-		Match(s.globs, a.Name)
+// selects returns the rule the link is served under, if it is: the
+// built-in exclusions first, then the selector.
+func (s *state[R]) selects(a *linkAttrs) (R, bool) {
+	if a.rawFlags&(unix.IFF_LOOPBACK|unix.IFF_NOARP) != 0 || a.encap != "ether" || a.master != 0 {
+		var none R
+		return none, false
+	}
+	return s.sel(a.name)
+}
+
+// apply applies one notification.
+func (s *state[R]) apply(m *netmon.Message) []Event[R] {
+	switch {
+	case m.Link != nil:
+		return s.applyLink(m)
+	case m.Route != nil:
+		return s.applyRoute(m)
+	}
+	return nil
 }
 
 // applyLink applies one link notification.
-func (s *state) applyLink(u netlink.LinkUpdate) []Event {
+func (s *state[R]) applyLink(m *netmon.Message) []Event[R] {
 	// Bridge port notifications (AF_BRIDGE) also use RTM_NEWLINK and
 	// RTM_DELLINK; only AF_UNSPEC ones describe the link itself.
-	if u.Family != unix.AF_UNSPEC {
+	if m.Family != unix.AF_UNSPEC {
 		return nil
 	}
-	a := u.Link.Attrs()
-	switch u.Header.Type {
+	a := attrsOf(m.Link)
+	switch m.Type {
 	case unix.RTM_NEWLINK:
 		return s.observe(a)
 	case unix.RTM_DELLINK:
-		delete(s.up, a.Index)
-		delete(s.routes, a.Index)
-		return s.detach(a.Index)
+		delete(s.links, a.index)
+		delete(s.routes, a.index)
+		return s.detach(a.index)
 	}
 	return nil
 }
 
 // observe records the current attributes of a link and returns the Event,
 // if any, that they cause.
-func (s *state) observe(a *netlink.LinkAttrs) []Event {
-	up := a.RawFlags&unix.IFF_UP != 0
-	if s.up[a.Index] && !up {
+func (s *state[R]) observe(a linkAttrs) []Event[R] {
+	if old, ok := s.links[a.index]; ok && old.up() && !a.up() {
 		// Going down flushes the link's IPv4 routes, without notification.
-		delete(s.routes, a.Index)
+		delete(s.routes, a.index)
 	}
-	s.up[a.Index] = up
-	if !s.selects(a) {
-		return s.detach(a.Index)
+	s.links[a.index] = a
+	rule, ok := s.selects(&a)
+	if !ok {
+		return s.detach(a.index)
 	}
 	l := Link{
-		Index:  a.Index,
-		Name:   a.Name,
-		MAC:    slices.Clone(a.HardwareAddr),
-		Up:     up,
-		OnLink: s.onLink(a.Index),
+		Index:  a.index,
+		Name:   a.name,
+		MAC:    slices.Clone(a.mac),
+		Up:     a.up(),
+		OnLink: s.onLink(a.index),
 	}
-	old, attached := s.attached[a.Index]
-	s.attached[a.Index] = l
+	old, attached := s.attached[a.index]
+	s.attached[a.index] = served[R]{link: l, rule: rule}
 	switch {
 	case !attached:
-		return []Event{{Kind: Attach, Link: l.clone()}}
-	case !old.equal(l):
-		return []Event{{Kind: Update, Link: l.clone()}}
+		return []Event[R]{{Kind: Attach, Link: l.clone(), Rule: rule}}
+	case !old.link.equal(l) || old.rule != rule:
+		return []Event[R]{{Kind: Update, Link: l.clone(), Rule: rule}}
 	}
 	return nil
 }
 
 // detach forgets an attached link; it returns nil for other links.
-func (s *state) detach(index int) []Event {
-	l, ok := s.attached[index]
+func (s *state[R]) detach(index int) []Event[R] {
+	a, ok := s.attached[index]
 	if !ok {
 		return nil
 	}
 	delete(s.attached, index)
-	return []Event{{Kind: Detach, Link: l.clone()}}
+	return []Event[R]{{Kind: Detach, Link: a.link.clone(), Rule: a.rule}}
 }
 
 // applyRoute applies one route notification.
-func (s *state) applyRoute(u netlink.RouteUpdate) []Event {
-	key, ok := keyOf(&u.Route)
+func (s *state[R]) applyRoute(m *netmon.Message) []Event[R] {
+	key, ok := keyOf(m.Route)
 	if !ok {
 		return nil
 	}
-	index := u.LinkIndex // 0 for a multipath route: ignored
+	index := m.Route.OIF // 0 for a multipath route: ignored
 	var touched []int
-	switch u.Type {
+	switch m.Type {
 	case unix.RTM_NEWROUTE:
-		if u.NlFlags&unix.NLM_F_REPLACE != 0 {
+		if m.Flags&unix.NLM_F_REPLACE != 0 {
 			// The route replaced one with the same key, perhaps through
 			// another link.
 			for i, keys := range s.routes {
@@ -133,14 +179,14 @@ func (s *state) applyRoute(u netlink.RouteUpdate) []Event {
 		}
 	}
 	slices.Sort(touched)
-	var evs []Event
+	var evs []Event[R]
 	for _, i := range slices.Compact(touched) {
 		evs = append(evs, s.refreshOnLink(i)...)
 	}
 	return evs
 }
 
-func (s *state) addRoute(index int, key routeKey) {
+func (s *state[R]) addRoute(index int, key routeKey) {
 	if s.routes[index] == nil {
 		s.routes[index] = make(map[routeKey]struct{})
 	}
@@ -148,23 +194,23 @@ func (s *state) addRoute(index int, key routeKey) {
 }
 
 // refreshOnLink emits Update if the link is attached and its OnLink changed.
-func (s *state) refreshOnLink(index int) []Event {
-	l, ok := s.attached[index]
+func (s *state[R]) refreshOnLink(index int) []Event[R] {
+	a, ok := s.attached[index]
 	if !ok {
 		return nil
 	}
 	onLink := s.onLink(index)
-	if slices.Equal(l.OnLink, onLink) {
+	if slices.Equal(a.link.OnLink, onLink) {
 		return nil
 	}
-	l.OnLink = onLink
-	s.attached[index] = l
-	return []Event{{Kind: Update, Link: l.clone()}}
+	a.link.OnLink = onLink
+	s.attached[index] = a
+	return []Event[R]{{Kind: Update, Link: a.link.clone(), Rule: a.rule}}
 }
 
 // onLink returns the sorted, distinct destinations routed out the link, or
 // nil if there are none.
-func (s *state) onLink(index int) []netip.Prefix {
+func (s *state[R]) onLink(index int) []netip.Prefix {
 	var dsts []netip.Prefix
 	for k := range s.routes[index] {
 		dsts = append(dsts, k.dst)
@@ -177,20 +223,20 @@ func (s *state) onLink(index int) []netip.Prefix {
 // returns the Events that bring the attached set in line with it: Detach
 // for attached links that are gone, then, in listing order, Attach, Update
 // or Detach for the listed links, then an Update for every link that stayed
-// attached unchanged.
-func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event {
+// attached unchanged. Every Event has Resync set.
+func (s *state[R]) reconcile(l *netmon.Listing) []Event[R] {
 	s.routes = make(map[int]map[routeKey]struct{})
-	for i := range routes {
-		if key, ok := keyOf(&routes[i]); ok && routes[i].LinkIndex != 0 {
-			s.addRoute(routes[i].LinkIndex, key)
+	for i := range l.Routes {
+		if key, ok := keyOf(&l.Routes[i]); ok && l.Routes[i].OIF != 0 {
+			s.addRoute(l.Routes[i].OIF, key)
 		}
 	}
-	s.up = make(map[int]bool, len(links))
-	present := make(map[int]bool, len(links))
-	for _, l := range links {
-		present[l.Attrs().Index] = true
+	s.links = make(map[int]linkAttrs, len(l.Links))
+	present := make(map[int]bool, len(l.Links))
+	for _, x := range l.Links {
+		present[x.Attrs().Index] = true
 	}
-	var evs []Event
+	var evs []Event[R]
 	for _, index := range slices.Sorted(maps.Keys(s.attached)) {
 		if !present[index] {
 			evs = append(evs, s.detach(index)...)
@@ -198,8 +244,8 @@ func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event 
 	}
 	wasAttached := maps.Clone(s.attached)
 	reported := make(map[int]bool)
-	for _, l := range links {
-		for _, ev := range s.observe(l.Attrs()) {
+	for _, x := range l.Links {
+		for _, ev := range s.observe(attrsOf(x)) {
 			reported[ev.Link.Index] = true
 			evs = append(evs, ev)
 		}
@@ -209,8 +255,8 @@ func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event 
 	// for them (a move to another namespace and back unbinds its socket,
 	// and the link comes back with the same index, name and MAC).
 	for _, index := range slices.Sorted(maps.Keys(wasAttached)) {
-		if l, ok := s.attached[index]; ok && !reported[index] {
-			evs = append(evs, Event{Kind: Update, Link: l.clone()})
+		if a, ok := s.attached[index]; ok && !reported[index] {
+			evs = append(evs, Event[R]{Kind: Update, Link: a.link.clone(), Rule: a.rule})
 		}
 	}
 	for i := range evs {
@@ -219,44 +265,25 @@ func (s *state) reconcile(links []netlink.Link, routes []netlink.Route) []Event 
 	return evs
 }
 
-// reselect applies new globs to a fresh listing of links: Detach for
-// attached links that are gone or no longer selected, Attach for newly
-// selected ones, Update for attached links that changed meanwhile. Unlike
-// reconcile it keeps the routes and marks nothing as a resync: the
-// subscription is intact.
-func (s *state) reselect(globs []string, links []netlink.Link) []Event {
-	s.globs = globs
-	present := make(map[int]bool, len(links))
-	for _, l := range links {
-		present[l.Attrs().Index] = true
-	}
-	var evs []Event
-	for _, index := range slices.Sorted(maps.Keys(s.attached)) {
-		if !present[index] {
-			evs = append(evs, s.detach(index)...)
-		}
-	}
-	for _, l := range links {
-		evs = append(evs, s.observe(l.Attrs())...)
+// reselect applies a new selector to every known link, in ifindex order:
+// Attach for newly selected links, Detach for attached links no longer
+// selected, Update for attached links whose rule changed. It needs no
+// listing: the state keeps every link's attributes, and its routes.
+func (s *state[R]) reselect(sel func(string) (R, bool)) []Event[R] {
+	s.sel = sel
+	var evs []Event[R]
+	for _, index := range slices.Sorted(maps.Keys(s.links)) {
+		evs = append(evs, s.observe(s.links[index])...)
 	}
 	return evs
 }
 
 // keyOf returns the key of an IPv4 unicast route of the main table; ok is
 // false for any other route.
-func keyOf(r *netlink.Route) (key routeKey, ok bool) {
+func keyOf(r *netmon.Route) (key routeKey, ok bool) {
 	if r.Family != unix.AF_INET || r.Table != unix.RT_TABLE_MAIN || r.Type != unix.RTN_UNICAST ||
-		r.Flags&unix.RTM_F_CLONED != 0 {
+		r.Flags&unix.RTM_F_CLONED != 0 || !r.Dst.Addr().Is4() {
 		return routeKey{}, false
 	}
-	dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0) // no RTA_DST: the default route
-	if r.Dst != nil {
-		addr, ok := netip.AddrFromSlice(r.Dst.IP)
-		ones, bits := r.Dst.Mask.Size()
-		if !ok || !addr.Unmap().Is4() || bits != 32 {
-			return routeKey{}, false
-		}
-		dst = netip.PrefixFrom(addr.Unmap(), ones).Masked()
-	}
-	return routeKey{dst: dst, tos: r.Tos, priority: r.Priority}, true
+	return routeKey{dst: r.Dst.Masked(), tos: r.Tos, priority: r.Priority}, true
 }

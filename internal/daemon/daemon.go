@@ -15,16 +15,18 @@ import (
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/diag"
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/route"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
 
 // daemon keeps one responder per attached interface, driven by ifwatch
-// events, each serving the first rule of the configuration that selects
-// its interface. handle runs on the watcher's goroutine, reload on the
-// signal handler's and snapshot on the metrics scraper's: mu serialises
-// them.
+// events, each serving the rule the event carries: the watcher's selector
+// (the configuration's first-match rules) is the one judge of selection.
+// handle runs on the netlink monitor's goroutine, and on the reload's
+// during a selector change; snapshot on the metrics scraper's: mu
+// serialises them.
 type daemon struct {
 	ctx    context.Context
 	log    *slog.Logger
@@ -42,7 +44,6 @@ type daemon struct {
 	diagDelay time.Duration
 
 	mu       sync.Mutex
-	cfg      *config.Config
 	attached map[int]*attachment
 	// closingSet holds detached listeners whose sockets are being closed:
 	// they still count frames, so snapshot still sums them.
@@ -75,9 +76,12 @@ type attachment struct {
 	done chan struct{}
 }
 
-func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) *daemon {
+// event is what the watcher reports: a link and the rule that serves it.
+type event = ifwatch.Event[*config.Rule]
+
+func newDaemon(ctx context.Context, log *slog.Logger) *daemon {
 	return &daemon{
-		ctx: ctx, cfg: cfg, log: log, rateLimit: responder.DefaultRateLimit,
+		ctx: ctx, log: log, rateLimit: responder.DefaultRateLimit,
 		listen:     func(c responder.Config) (server, error) { return responder.Listen(c) },
 		diagnose:   diag.Check,
 		diagDelay:  3 * time.Second,
@@ -87,17 +91,19 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) *daemo
 	}
 }
 
-func (d *daemon) handle(ev ifwatch.Event) {
+// handle applies one watcher event: attach under its rule, apply a
+// changed link or rule to the listener in place, or detach.
+func (d *daemon) handle(ev event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	l := ev.Link
 	switch ev.Kind {
 	case ifwatch.Attach:
-		d.attach(l)
+		d.attach(l, ev.Rule)
 	case ifwatch.Update:
 		a, ok := d.attached[l.Index]
 		if !ok {
-			d.attach(l)
+			d.attach(l, ev.Rule)
 			return
 		}
 		if ev.Resync && !a.srv.Bound() {
@@ -107,18 +113,12 @@ func (d *daemon) handle(ev ifwatch.Event) {
 			// means the link is being deleted, and a Detach follows.
 			d.log.Warn("listener lost its interface; reopening", "iface", l.Name, "ifindex", l.Index)
 			d.detach(a.link)
-			d.attach(l)
+			d.attach(l, ev.Rule)
 			return
 		}
-		if l.Name != a.link.Name {
-			// A rename can move the interface to another rule, or out
-			// of every rule.
-			r := d.cfg.Match(l.Name)
-			if r == nil {
-				d.detach(a.link)
-				return
-			}
-			d.apply(a, r)
+		if ev.Rule != a.rule {
+			// A rename into another rule, or a reload.
+			d.apply(a, ev.Rule)
 		}
 		if l.MAC.String() != a.link.MAC.String() {
 			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
@@ -134,15 +134,9 @@ func (d *daemon) handle(ev ifwatch.Event) {
 	}
 }
 
-// attach opens a listener for l under the first rule that selects it.
-func (d *daemon) attach(l ifwatch.Link) {
+// attach opens a listener for l under rule r.
+func (d *daemon) attach(l ifwatch.Link, r *config.Rule) {
 	if _, ok := d.attached[l.Index]; ok {
-		return
-	}
-	r := d.cfg.Match(l.Name)
-	if r == nil {
-		// The watcher's globs are every rule's; a link can still reach
-		// here between a reload and the watcher's relisting.
 		return
 	}
 	srv, err := d.listen(responder.Config{
@@ -223,23 +217,6 @@ func (d *daemon) detach(l ifwatch.Link) {
 	}()
 }
 
-// reload switches to cfg: listeners that stay selected keep their sockets
-// and get their new rule's policy and MAC at once; those no longer selected
-// are closed. The caller then hands cfg's globs to the watcher, which
-// attaches the interfaces newly selected.
-func (d *daemon) reload(cfg *config.Config) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cfg = cfg
-	for _, a := range d.attached {
-		if r := cfg.Match(a.link.Name); r != nil {
-			d.apply(a, r)
-		} else {
-			d.detach(a.link)
-		}
-	}
-}
-
 // checkSysctls warns, once per attach, about sysctls that undo or double
 // pxresp's work on a's interface. A reverse-path problem is reported only
 // if it remains diagDelay later: the CNI adds the pod's route after the
@@ -291,7 +268,7 @@ func (d *daemon) snapshot() snapshot {
 	if c := d.router.cache(); c != nil {
 		st := c.Stats()
 		s.Route = &routeStats{Hits: st.Hits, Misses: st.Misses, Limited: st.Limited, Errors: st.Errors,
-			Fallbacks: st.Fallbacks, Invalidations: st.Invalidations, Resyncs: st.Resyncs, Entries: st.Entries}
+			Fallbacks: st.Fallbacks, Invalidations: st.Invalidations, Entries: st.Entries}
 	}
 	return s
 }
@@ -314,9 +291,9 @@ func (r *routerRef) Route(iif int, src, dst netip.Addr) policy.RouteClass {
 
 func (r *routerRef) cache() *route.Cache { return r.p.Load() }
 
-// ensure opens the route cache if cfg has a route-mode rule and it is not
-// open yet.
-func (r *routerRef) ensure(cfg *config.Config, log *slog.Logger) error {
+// ensure opens the route cache, a consumer of mon, if cfg has a route-mode
+// rule and it is not open yet.
+func (r *routerRef) ensure(cfg *config.Config, mon *netmon.Monitor, log *slog.Logger) error {
 	if !cfg.HasMode(policy.RouteMode) {
 		return nil
 	}
@@ -325,7 +302,7 @@ func (r *routerRef) ensure(cfg *config.Config, log *slog.Logger) error {
 	if r.p.Load() != nil {
 		return nil
 	}
-	c, err := route.New(route.Config{Logger: log})
+	c, err := route.New(route.Config{Monitor: mon, Logger: log})
 	if err != nil {
 		return fmt.Errorf("route mode: %w", err)
 	}
@@ -354,10 +331,10 @@ func addStats(dst *responder.Stats, s responder.Stats) {
 	dst.RateLimited += s.RateLimited
 }
 
-// run serves the interfaces w selects until the daemon's context is done,
-// then closes every listener and waits for them to end.
-func (d *daemon) run(w *ifwatch.Watcher) error {
-	err := w.Run(d.ctx, d.handle)
+// run follows mon, whose consumers drive the daemon, until the daemon's
+// context is done, then closes every listener and waits for them to end.
+func (d *daemon) run(mon *netmon.Monitor) error {
+	err := mon.Run(d.ctx)
 	d.closeAll()
 	return err
 }

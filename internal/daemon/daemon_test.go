@@ -12,9 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/diag"
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -111,7 +115,7 @@ func testDaemon(t *testing.T, ctx context.Context) (*daemon, map[int]*fakeServer
 
 func testDaemonWith(t *testing.T, ctx context.Context, cfg *config.Config) (*daemon, map[int]*fakeServer) {
 	t.Helper()
-	d := newDaemon(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := newDaemon(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.diagnose = func(string, bool) ([]diag.Finding, error) { return nil, nil }
 	servers := map[int]*fakeServer{}
 	d.listen = func(c responder.Config) (server, error) {
@@ -129,11 +133,46 @@ func link(i int, name string, mac byte) ifwatch.Link {
 	return ifwatch.Link{Index: i, Name: name, MAC: net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, mac}, Up: true}
 }
 
+// calico is the rule of calicoConfig.
+var calico = func() *config.Rule {
+	c, err := config.Parse("test.yaml", []byte(calicoConfig))
+	if err != nil {
+		panic(err)
+	}
+	return c.Rules[0]
+}()
+
+func attachEv(l ifwatch.Link) event { return event{Kind: ifwatch.Attach, Link: l, Rule: calico} }
+func updateEv(l ifwatch.Link) event { return event{Kind: ifwatch.Update, Link: l, Rule: calico} }
+func detachEv(l ifwatch.Link) event { return event{Kind: ifwatch.Detach, Link: l, Rule: calico} }
+
+// watched returns a Watcher that drives d under cfg's rules, as Run wires
+// them; the test makes the netlink monitor's calls.
+func watched(t *testing.T, d *daemon, cfg *config.Config) *ifwatch.Watcher[*config.Rule] {
+	t.Helper()
+	w, err := ifwatch.New(ifwatch.Config[*config.Rule]{Select: selector(cfg), Handle: d.handle,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// nlLink is a link as netlink reports it: an up Ethernet link.
+func nlLink(i int, name string, mac byte) netlink.Link {
+	return &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: i, Name: name, EncapType: "ether", RawFlags: unix.IFF_UP,
+		HardwareAddr: net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, mac}}}
+}
+
+func newLinkMsg(l netlink.Link) *netmon.Message {
+	return &netmon.Message{Type: unix.RTM_NEWLINK, Link: l}
+}
+
 func TestDaemonFollowsEvents(t *testing.T) {
 	d, servers := testDaemon(t, context.Background())
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(4, "calia", 1)})
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(4, "calia", 1)}) // once per ifindex
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(9, "calibroken", 1)})
+	d.handle(attachEv(link(4, "calia", 1)))
+	d.handle(attachEv(link(4, "calia", 1))) // once per ifindex
+	d.handle(attachEv(link(9, "calibroken", 1)))
 	if len(servers) != 1 || len(d.attached) != 1 {
 		t.Fatalf("%d servers, %d attached; want 1 and 1", len(servers), len(d.attached))
 	}
@@ -144,12 +183,12 @@ func TestDaemonFollowsEvents(t *testing.T) {
 
 	up := link(4, "calia", 2)
 	up.OnLink = []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}
-	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: up})
+	d.handle(updateEv(up))
 	if s.mac.String() != up.MAC.String() || len(s.onLink) != 1 {
 		t.Errorf("after update: mac %v onLink %v", s.mac, s.onLink)
 	}
 	// An update for an interface that failed to attach retries the attach.
-	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: link(5, "calib", 1)})
+	d.handle(updateEv(link(5, "calib", 1)))
 	if _, ok := servers[5]; !ok {
 		t.Error("update of an unattached link did not attach it")
 	}
@@ -160,19 +199,19 @@ func TestDaemonFollowsEvents(t *testing.T) {
 	s.mu.Lock()
 	s.unbound = true
 	s.mu.Unlock()
-	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: up})
+	d.handle(updateEv(up))
 	if d.attached[4].srv != s {
 		t.Fatal("an unbound listener was reopened on a notification (the link is being deleted)")
 	}
-	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: up, Resync: true})
+	d.handle(event{Kind: ifwatch.Update, Link: up, Rule: calico, Resync: true})
 	waitClosed(t, "an update of an unbound listener", s)
 	if s2 := servers[4]; s2 == s || d.attached[4] == nil || d.attached[4].srv != s2 {
 		t.Fatal("an unbound listener was not reopened")
 	}
 
-	d.handle(ifwatch.Event{Kind: ifwatch.Detach, Link: up})
+	d.handle(detachEv(up))
 	waitClosed(t, "detach", servers[4])
-	d.handle(ifwatch.Event{Kind: ifwatch.Detach, Link: up}) // unknown: ignored
+	d.handle(detachEv(up)) // unknown: ignored
 	d.closeAll()
 	if len(d.attached) != 0 {
 		t.Errorf("%d still attached after closeAll", len(d.attached))
@@ -185,15 +224,15 @@ const twoRules = `rules:
 - {name: taps, interfaces: ['tap*'], mode: route, mac: '02:00:00:00:00:aa'}
 `
 
-// Each interface is served under the first rule that selects it; a rename
-// moves it to another rule, in place, or detaches it.
+// Each interface is served under the first rule that selects it, as the
+// watcher's selector says; a rename moves it to another rule, in place, or
+// detaches it.
 func TestDaemonRules(t *testing.T) {
 	cfg := mustConfig(t, twoRules)
 	d, servers := testDaemonWith(t, context.Background(), cfg)
 	defer d.closeAll()
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(4, "calia", 1)})
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(5, "tap0", 2)})
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(6, "eth0", 3)}) // no rule
+	w := watched(t, d, cfg)
+	w.Resync(&netmon.Listing{Links: []netlink.Link{nlLink(4, "calia", 1), nlLink(5, "tap0", 2), nlLink(6, "eth0", 3)}})
 	if len(servers) != 2 {
 		t.Fatalf("%d listeners, want 2", len(servers))
 	}
@@ -204,46 +243,67 @@ func TestDaemonRules(t *testing.T) {
 		t.Errorf("tap0: policy %v override %v router %v", s.cfg.Policy, s.cfg.Override, s.cfg.Router)
 	}
 	// calia renamed to tap7: same socket, the taps rule.
-	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: link(4, "tap7", 1)})
+	w.Change(newLinkMsg(nlLink(4, "tap7", 1)))
 	if s := servers[4]; d.attached[4].srv != s || s.policy != cfg.Rules[1].Policy() || s.override.String() != "02:00:00:00:00:aa" {
 		t.Errorf("after rename into taps: policy %v override %v", s.policy, s.override)
 	}
 	// tap0 renamed out of every rule: detached.
-	d.handle(ifwatch.Event{Kind: ifwatch.Update, Link: link(5, "other", 2)})
+	w.Change(newLinkMsg(nlLink(5, "other", 2)))
 	waitClosed(t, "rename out of every rule", servers[5])
 }
 
-// A reload keeps the listeners that stay selected, switching their policy
-// and answer MAC in place, and closes the others.
+// A reload (a new selector) keeps the listeners that stay selected,
+// switching their policy and answer MAC in place, closes the others and
+// attaches the interfaces newly selected, before SetSelector returns.
 func TestDaemonReload(t *testing.T) {
 	d, servers := testDaemonWith(t, context.Background(), mustConfig(t, twoRules))
 	defer d.closeAll()
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(4, "calia", 1)})
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(5, "tap0", 2)})
+	w := watched(t, d, mustConfig(t, twoRules))
+	w.Resync(&netmon.Listing{Links: []netlink.Link{nlLink(4, "calia", 1), nlLink(5, "tap0", 2), nlLink(7, "vx0", 3)}})
+	calia := servers[4]
 	next := mustConfig(t, `rules:
 - {name: calico, interfaces: ['cali*'], gateways: [169.254.1.2], mac: '02:00:00:00:00:bb'}
 - {name: vx, interfaces: ['vx*'], mode: route}
 `)
-	d.reload(next)
-	calia := servers[4]
+	if err := w.SetSelector(selector(next)); err != nil {
+		t.Fatal(err)
+	}
 	if d.attached[4] == nil || d.attached[4].srv != calia {
 		t.Fatal("a listener that stays selected was reopened")
 	}
-	if calia.policy != next.Rules[0].Policy() || calia.override.String() != "02:00:00:00:00:bb" {
+	if calia.policy != next.Rules[0].Policy() || calia.override.String() != "02:00:00:00:00:bb" || d.attached[4].rule != next.Rules[0] {
 		t.Errorf("calia after reload: policy %v override %v", calia.policy, calia.override)
 	}
 	waitClosed(t, "reload deselecting tap0", servers[5])
 	if _, ok := d.attached[5]; ok {
 		t.Error("tap0 still attached")
 	}
-	// The watcher's relisting then attaches under the new rules.
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(7, "vx0", 3)})
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(8, "tap1", 3)})
-	if _, ok := servers[7]; !ok || servers[7].cfg.Policy != next.Rules[1].Policy() {
+	if s, ok := servers[7]; !ok || s.cfg.Policy != next.Rules[1].Policy() {
 		t.Error("vx0 not attached under the new rule")
 	}
+	// Notifications go on under the new rules.
+	w.Change(newLinkMsg(nlLink(8, "tap1", 3)))
+	w.Change(newLinkMsg(nlLink(9, "vx1", 3)))
 	if _, ok := servers[8]; ok {
 		t.Error("tap1 attached under the old rules")
+	}
+	if _, ok := servers[9]; !ok {
+		t.Error("vx1 not attached")
+	}
+	// The same rules again, as new values: every listener gets its rule,
+	// and none is reopened.
+	again := mustConfig(t, `rules:
+- {name: calico, interfaces: ['cali*'], gateways: [169.254.1.2], mac: '02:00:00:00:00:bb'}
+- {name: vx, interfaces: ['vx*'], mode: route}
+`)
+	if err := w.SetSelector(selector(again)); err != nil {
+		t.Fatal(err)
+	}
+	if d.attached[4].srv != calia || d.attached[4].rule != again.Rules[0] || calia.policy != again.Rules[0].Policy() {
+		t.Error("an unchanged reload did not hand calia its new rule in place")
+	}
+	if len(servers) != 4 { // calia, tap0, vx0, vx1
+		t.Errorf("%d listeners opened in all, want 4", len(servers))
 	}
 }
 
@@ -252,9 +312,9 @@ func TestDaemonReload(t *testing.T) {
 func TestDaemonSnapshot(t *testing.T) {
 	d, servers := testDaemon(t, context.Background())
 	defer d.closeAll()
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(4, "calia", 1)})
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(5, "calib", 2)})
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(9, "calibroken", 2)})
+	d.handle(attachEv(link(4, "calia", 1)))
+	d.handle(attachEv(link(5, "calib", 2)))
+	d.handle(attachEv(link(9, "calibroken", 2)))
 	for i, s := range []*fakeServer{servers[4], servers[5]} {
 		s.mu.Lock()
 		s.stats.Requests, s.stats.Replies = uint64(10*(i+1)), uint64(i+1)
@@ -271,7 +331,7 @@ func TestDaemonSnapshot(t *testing.T) {
 	}
 	check("two attached", 2, 2, 0)
 	servers[4].gate = make(chan struct{})
-	d.handle(ifwatch.Event{Kind: ifwatch.Detach, Link: link(4, "calia", 1)})
+	d.handle(detachEv(link(4, "calia", 1)))
 	check("one closing", 1, 2, 0) // counts stay while the socket closes...
 	close(servers[4].gate)
 	waitClosed(t, "detach", servers[4])
@@ -300,10 +360,10 @@ func TestDaemonSysctlWarnings(t *testing.T) {
 		}
 		return fs, nil
 	}
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: link(4, "calia", 1)})
+	d.handle(attachEv(link(4, "calia", 1)))
 	routed := link(5, "calib", 1)
 	routed.OnLink = []netip.Prefix{netip.MustParsePrefix("10.244.0.3/32")}
-	d.handle(ifwatch.Event{Kind: ifwatch.Attach, Link: routed})
+	d.handle(attachEv(routed))
 	for range 3 { // calia twice (at attach, and after diagDelay), calib once
 		select {
 		case <-checked:

@@ -14,6 +14,7 @@ import (
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/diag"
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -25,19 +26,20 @@ import (
 // reference topology of the test's own.
 
 // inProcess is the daemon running in this test process against the host
-// namespace of a topology: ifwatch watches that namespace through a handle,
-// and the listeners' sockets are opened inside it.
+// namespace of a topology: the netlink monitor follows that namespace
+// through a handle, and the listeners' sockets are opened inside it.
 type inProcess struct {
-	w      *ifwatch.Watcher
-	events chan ifwatch.Event // every event, after the daemon handled it
+	mon    *netmon.Monitor
+	events chan event // every event, after the daemon handled it
 	cancel context.CancelFunc
 	done   chan error
 }
 
-// startInProcess starts the daemon with the watcher configured by cfg
-// (Globs "cali*" unless set) and calls hook, if not nil, after each event
-// the daemon has handled. The test stops it with stop.
-func startInProcess(t *testing.T, tp *topo.Topology, cfg ifwatch.Config, hook func(ifwatch.Event)) *inProcess {
+// startInProcess starts the daemon on a monitor configured by cfg, wired
+// as Run wires it, under one rule serving "cali*", and calls hook, if not
+// nil, after each event the daemon has handled. The test stops it with
+// stop.
+func startInProcess(t *testing.T, tp *topo.Topology, cfg netmon.Config, hook func(event)) *inProcess {
 	t.Helper()
 	h, err := tp.Host.Handle()
 	if err != nil {
@@ -50,7 +52,8 @@ func startInProcess(t *testing.T, tp *topo.Topology, cfg ifwatch.Config, hook fu
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	d := newDaemon(ctx, cf, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d := newDaemon(ctx, log)
 	d.diagnose = func(string, bool) ([]diag.Finding, error) { return nil, nil }
 	d.listen = func(c responder.Config) (server, error) {
 		var r *responder.Responder
@@ -60,28 +63,29 @@ func startInProcess(t *testing.T, tp *topo.Topology, cfg ifwatch.Config, hook fu
 		})
 		return r, err
 	}
-	if cfg.Globs == nil {
-		cfg.Globs = []string{"cali*"}
-	}
 	cfg.Namespace = &h
-	w, err := ifwatch.New(cfg)
+	cfg.Logger = log
+	mon, err := netmon.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ip := &inProcess{w: w, events: make(chan ifwatch.Event, 1024), cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		ip.done <- w.Run(ctx, func(ev ifwatch.Event) {
-			d.handle(ev)
-			select {
-			case ip.events <- ev:
-			default: // nobody is waiting for this many
-			}
-			if hook != nil {
-				hook(ev)
-			}
-		})
-		d.closeAll()
-	}()
+	t.Cleanup(func() { mon.Close() })
+	ip := &inProcess{mon: mon, events: make(chan event, 1024), cancel: cancel, done: make(chan error, 1)}
+	w, err := ifwatch.New(ifwatch.Config[*config.Rule]{Select: selector(cf), Logger: log, Handle: func(ev event) {
+		d.handle(ev)
+		select {
+		case ip.events <- ev:
+		default: // nobody is waiting for this many
+		}
+		if hook != nil {
+			hook(ev)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon.Register(w)
+	go func() { ip.done <- d.run(mon) }()
 	return ip
 }
 
@@ -108,10 +112,10 @@ func (ip *inProcess) stop(t *testing.T) {
 	select {
 	case err := <-ip.done:
 		if err != nil {
-			t.Fatalf("watcher: %v", err)
+			t.Fatalf("netlink monitor: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("watcher did not stop within 5s")
+		t.Fatal("netlink monitor did not stop within 5s")
 	}
 }
 
@@ -122,7 +126,7 @@ func TestDaemonLeavesNothingBehind(t *testing.T) {
 	tp := topotest.New(t, 1, "pxdm")
 	ctx := context.Background()
 	baseG := runtime.NumGoroutine()
-	ip := startInProcess(t, tp, ifwatch.Config{}, nil)
+	ip := startInProcess(t, tp, netmon.Config{}, nil)
 	ip.waitEvent(t, ifwatch.Attach, tp.Pods[0].HostIf)
 	oneG, oneFD := runtime.NumGoroutine(), leakcheck.FDs(t)
 
@@ -168,7 +172,7 @@ func TestInterfaceMovesNetnsUnseen(t *testing.T) {
 
 	blocked, gate := make(chan struct{}), make(chan struct{})
 	var sawPodDetach atomic.Bool
-	ip := startInProcess(t, tp, ifwatch.Config{RecvBufSize: 1, RecvBufForce: true}, func(ev ifwatch.Event) {
+	ip := startInProcess(t, tp, netmon.Config{RecvBufSize: 1, RecvBufForce: true}, func(ev event) {
 		if ev.Kind == ifwatch.Detach && ev.Link.Name == pod.HostIf {
 			sawPodDetach.Store(true)
 		}
@@ -209,15 +213,15 @@ func TestInterfaceMovesNetnsUnseen(t *testing.T) {
 	for i := 0; reply == nil && i < 50; i++ { // up to ~5 s for the resync
 		reply = topotest.Ask(t, c, req, 100*time.Millisecond)
 	}
-	if ip.w.Resyncs() == 0 {
+	if ip.mon.Resyncs() == 0 {
 		t.Fatal("the netlink subscription did not overflow: the test did not exercise the unseen move")
 	}
 	if sawPodDetach.Load() {
 		t.Fatal("the watcher saw the move (a Detach for the pod's interface): the unseen case was not exercised")
 	}
 	if reply == nil {
-		t.Fatalf("no reply after a move out and back that pxresp did not see (%d resyncs): it still holds the socket the kernel unbound", ip.w.Resyncs())
+		t.Fatalf("no reply after a move out and back that pxresp did not see (%d resyncs): it still holds the socket the kernel unbound", ip.mon.Resyncs())
 	}
-	t.Logf("move hidden by %d resync(s); served again on a new socket", ip.w.Resyncs())
+	t.Logf("move hidden by %d resync(s); served again on a new socket", ip.mon.Resyncs())
 	ip.stop(t)
 }

@@ -38,7 +38,8 @@ type snapshot struct {
 	// Attaches counts listeners opened, Detaches listeners closed, and
 	// AttachErrors listeners that could not be opened.
 	Attaches, Detaches, AttachErrors uint64
-	// Resyncs counts ifwatch's netlink resyncs (ifwatch.Watcher.Resyncs).
+	// Resyncs counts the netlink monitor's resyncs (netmon.Monitor.Resyncs),
+	// which the interface watcher and the route cache share.
 	Resyncs uint64
 	// Route is the route-mode lookup cache's counters; nil until a rule is
 	// in route mode (the cache then stays until exit), and while it is nil
@@ -49,8 +50,8 @@ type snapshot struct {
 // routeStats are internal/route.Stats, copied by the daemon. Each field is
 // route.Stats' field of the same name.
 type routeStats struct {
-	Hits, Misses, Limited, Errors, Fallbacks, Invalidations, Resyncs uint64
-	Entries                                                          uint64 // a gauge: answers cached now
+	Hits, Misses, Limited, Errors, Fallbacks, Invalidations uint64
+	Entries                                                 uint64 // a gauge: answers cached now
 }
 
 // latencyBuckets are the upper bounds of pxresp_reply_latency_seconds:
@@ -145,9 +146,9 @@ type collector struct {
 	mu   sync.Mutex // serialises calls to snap
 	snap func() snapshot
 
-	requests, replies, ignored, rateLimited, dryRun, malformed, sendErrors, readErrors        *prometheus.Desc
-	attaches, detaches, attachErrors, resyncs, attached                                       *prometheus.Desc
-	routeLookups, routeErrors, routeFallbacks, routeInvalidations, routeResyncs, routeEntries *prometheus.Desc
+	requests, replies, ignored, rateLimited, dryRun, malformed, sendErrors, readErrors *prometheus.Desc
+	attaches, detaches, attachErrors, resyncs, attached                                *prometheus.Desc
+	routeLookups, routeErrors, routeFallbacks, routeInvalidations, routeEntries        *prometheus.Desc
 }
 
 // routeResults are the values of pxresp_route_lookups_total's result label:
@@ -184,7 +185,7 @@ func newCollector(snap func() snapshot) *collector {
 		attachErrors: d("pxresp_attach_errors_total",
 			"Interface listeners that could not be opened."),
 		resyncs: d("pxresp_netlink_resyncs_total",
-			"Times the interface watcher lost its netlink subscription (the socket overflowed) and read the full link and route lists again."),
+			"Times pxresp's netlink subscription lost notifications (the socket overflowed or failed) and pxresp subscribed again and read the full link and route lists; the interface watcher and the route cache resync together."),
 		attached: d("pxresp_interfaces_attached",
 			"Interfaces with an open listener now."),
 		routeLookups: d("pxresp_route_lookups_total",
@@ -194,9 +195,7 @@ func newCollector(snap func() snapshot) *collector {
 		routeFallbacks: d("pxresp_route_fallbacks_total",
 			"Route-mode netlink lookups whose input route lookup the kernel refused (forwarding off or rp_filter on the request's interface) and whose output route fallback found a unicast route. Counted as misses too. Exported once a rule has been in route mode."),
 		routeInvalidations: d("pxresp_route_cache_invalidations_total",
-			"Times the route cache was emptied: once per batch of route, address or link notifications read, and on each resync. Exported once a rule has been in route mode."),
-		routeResyncs: d("pxresp_route_netlink_resyncs_total",
-			"Times the route cache lost its netlink notification subscription (overflow or receive error) and subscribed again. Exported once a rule has been in route mode."),
+			"Times the route cache was emptied: once per route, address, link, rule, nexthop or netconf notification, and when notifications are lost and at the resync after (pxresp_netlink_resyncs_total). Exported once a rule has been in route mode."),
 		routeEntries: d("pxresp_route_cache_entries",
 			"Route classifications cached now. Exported once a rule has been in route mode."),
 	}
@@ -207,7 +206,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.replies, c.ignored, c.rateLimited, c.dryRun, c.malformed, c.sendErrors, c.readErrors,
 		c.attaches, c.detaches, c.attachErrors, c.resyncs, c.attached,
-		c.routeLookups, c.routeErrors, c.routeFallbacks, c.routeInvalidations, c.routeResyncs, c.routeEntries,
+		c.routeLookups, c.routeErrors, c.routeFallbacks, c.routeInvalidations, c.routeEntries,
 	} {
 		ch <- d
 	}
@@ -248,7 +247,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.routeErrors, rt.Errors)
 		counter(c.routeFallbacks, rt.Fallbacks)
 		counter(c.routeInvalidations, rt.Invalidations)
-		counter(c.routeResyncs, rt.Resyncs)
 		ch <- prometheus.MustNewConstMetric(c.routeEntries, prometheus.GaugeValue, float64(rt.Entries))
 	}
 }

@@ -51,7 +51,6 @@ var routeMetrics = map[string]string{
 	"pxresp_route_lookup_errors_total":       "counter",
 	"pxresp_route_fallbacks_total":           "counter",
 	"pxresp_route_cache_invalidations_total": "counter",
-	"pxresp_route_netlink_resyncs_total":     "counter",
 	"pxresp_route_cache_entries":             "gauge",
 }
 
@@ -69,7 +68,7 @@ func fakeSnapshot(route bool) snapshot {
 	s.Attached, s.Attaches, s.Detaches, s.AttachErrors, s.Resyncs = 8, 9, 10, 11, 12
 	if route {
 		s.Route = &routeStats{Hits: 13, Misses: 14, Limited: 15, Errors: 16, Fallbacks: 17, Invalidations: 18,
-			Resyncs: 19, Entries: 20}
+			Entries: 20}
 	}
 	return s
 }
@@ -180,7 +179,6 @@ func TestMetricsExposition(t *testing.T) {
 					{"pxresp_route_lookup_errors_total", rt.Errors},
 					{"pxresp_route_fallbacks_total", rt.Fallbacks},
 					{"pxresp_route_cache_invalidations_total", rt.Invalidations},
-					{"pxresp_route_netlink_resyncs_total", rt.Resyncs},
 					{"pxresp_route_cache_entries", rt.Entries},
 				} {
 					if got, ok := e.Values[c.key]; !ok || got != float64(c.want) {
@@ -341,9 +339,9 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	}
 	// 12 plain counters and gauges, NumVerdicts-1 verdicts, the histogram's
 	// buckets (and +Inf), sum and count, 2 reload results, 2 reload gauges,
-	// build info, 3 route results, 4 more route counters and the route
+	// build info, 3 route results, 3 more route counters and the route
 	// cache's size.
-	if want := 12 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 4 + 1; n != want {
+	if want := 12 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1; n != want {
 		t.Errorf("%d pxresp_ series, want %d: %v", n, want, e.Names("pxresp_"))
 	}
 }
@@ -361,8 +359,7 @@ func TestMetricsMonotonic(t *testing.T) {
 		r := &s.Responders
 		for _, p := range []*uint64{&r.Requests, &r.Replies, &r.RateLimited, &r.DryRun, &r.Malformed, &r.SendErrors,
 			&r.ReadErrors, &s.Attaches, &s.Detaches, &s.AttachErrors, &s.Resyncs,
-			&s.Route.Hits, &s.Route.Misses, &s.Route.Limited, &s.Route.Errors, &s.Route.Fallbacks, &s.Route.Invalidations,
-			&s.Route.Resyncs} {
+			&s.Route.Hits, &s.Route.Misses, &s.Route.Limited, &s.Route.Errors, &s.Route.Fallbacks, &s.Route.Invalidations} {
 			*p += rng.Uint64N(1000)
 		}
 		for v := 1; v < policy.NumVerdicts; v++ {

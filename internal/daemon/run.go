@@ -12,6 +12,7 @@ import (
 
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/config"
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/responder"
 )
 
@@ -40,23 +41,31 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	cfg := o.Config
-	// A larger netlink buffer makes overflows (and resyncs) rarer during
-	// bursts of veth churn. Without CAP_NET_ADMIN the kernel caps it at
-	// net.core.rmem_max.
-	w, err := ifwatch.New(ifwatch.Config{Globs: cfg.Globs(), Logger: log, RecvBufSize: 4 << 20})
-	if err != nil {
-		return err
-	}
 	if err := responder.CheckPermission(); err != nil {
 		return err
 	}
-	d := newDaemon(ctx, cfg, log)
+	// One netlink subscription for the process. A larger buffer makes
+	// overflows (and resyncs) rarer during bursts of veth churn. Without
+	// CAP_NET_ADMIN the kernel caps it at net.core.rmem_max.
+	mon, err := netmon.New(netmon.Config{Logger: log, RecvBufSize: 4 << 20})
+	if err != nil {
+		return err
+	}
+	defer mon.Close()
+	d := newDaemon(ctx, log)
 	d.rateLimit = o.RateLimit
 	d.dryRun = o.DryRun
-	if err := d.router.ensure(cfg, log); err != nil {
+	// The route cache registers first: it is invalidated before the
+	// watcher's events for the same notification are handled.
+	if err := d.router.ensure(cfg, mon, log); err != nil {
 		return err
 	}
 	defer d.router.close()
+	w, err := ifwatch.New(ifwatch.Config[*config.Rule]{Select: selector(cfg), Handle: d.handle, Logger: log})
+	if err != nil {
+		return err
+	}
+	mon.Register(w)
 	ready := func() bool {
 		select {
 		case <-w.Ready():
@@ -74,7 +83,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 		var reg *prometheus.Registry
 		m, reg = newMetrics(o.Version, func() snapshot {
 			s := d.snapshot()
-			s.Resyncs = w.Resyncs()
+			s.Resyncs = mon.Resyncs()
 			return s
 		})
 		d.latency = m.Latency
@@ -108,31 +117,46 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 			case <-ctx.Done():
 				return
 			case <-reload:
-				reloadConfig(o.ConfigPath, d, w, m, log)
+				reloadConfig(o.ConfigPath, d, w, mon, m, log)
 			}
 		}
 	}()
-	err = d.run(w)
+	err = d.run(mon)
 	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause
 	}
 	if err != nil {
-		return fmt.Errorf("interface watcher: %w", err)
+		return fmt.Errorf("netlink monitor: %w", err)
 	}
 	log.Info("stopped")
 	return nil
 }
 
+// selector serves each interface under the first rule of cfg that selects
+// it: the watcher's selector.
+func selector(cfg *config.Config) func(name string) (*config.Rule, bool) {
+	return func(name string) (*config.Rule, bool) {
+		r := cfg.Match(name)
+		return r, r != nil
+	}
+}
+
 // reloadConfig re-reads the config file and switches to it, or keeps the
-// current one if the new one is invalid.
-func reloadConfig(path string, d *daemon, w *ifwatch.Watcher, m *metrics, log *slog.Logger) {
+// current one if the new one is invalid: the route cache is opened if a
+// rule now needs it, then the watcher's selector is replaced, which
+// attaches, updates (a new rule) and detaches the interfaces before it
+// returns.
+func reloadConfig(path string, d *daemon, w *ifwatch.Watcher[*config.Rule], mon *netmon.Monitor, m *metrics, log *slog.Logger) {
 	if path == "" {
 		log.Warn("SIGHUP ignored: no --config file to reload")
 		return
 	}
 	cfg, err := config.Load(path)
 	if err == nil {
-		err = d.router.ensure(cfg, log)
+		err = d.router.ensure(cfg, mon, log)
+	}
+	if err == nil {
+		err = w.SetSelector(selector(cfg))
 	}
 	if err != nil {
 		log.Error("reload failed", "config", path, "err", err, "keeping", "the current configuration")
@@ -140,10 +164,6 @@ func reloadConfig(path string, d *daemon, w *ifwatch.Watcher, m *metrics, log *s
 			m.reload(false)
 		}
 		return
-	}
-	d.reload(cfg)
-	if err := w.SetGlobs(cfg.Globs()); err != nil { // cannot fail: config checked them
-		log.Error("reload: interface globs refused", "err", err)
 	}
 	if m != nil {
 		m.reload(true)

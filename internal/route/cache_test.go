@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -14,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/policy"
 )
@@ -97,76 +98,44 @@ func (f *fakeLookup) nCalls() int {
 	return f.calls
 }
 
-// fakeSubs hands out fakeSubs; while failing is set, subscribe fails.
-type fakeSubs struct {
-	mu      sync.Mutex
-	failing bool
-	ok      int // successful subscribes
-	tries   int
-	cur     *fakeSub
-	closed  bool
+// fakeMonitor stands in for the netmon.Monitor the Cache registers with:
+// the test makes the Monitor's calls.
+type fakeMonitor struct {
+	mu           sync.Mutex
+	c            netmon.Consumer
+	unregistered bool
 }
 
-func (s *fakeSubs) subscribe() (eventSub, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.tries++
-	if s.failing {
-		return nil, errors.New("fake: cannot subscribe")
-	}
-	s.ok++
-	s.cur = &fakeSub{ev: make(chan error, 16), done: make(chan struct{})}
-	return s.cur, nil
-}
-
-func (s *fakeSubs) close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-}
-
-func (s *fakeSubs) current() *fakeSub {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur
-}
-
-func (s *fakeSubs) counts() (ok, tries int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ok, s.tries
-}
-
-func (s *fakeSubs) setFailing(v bool) {
-	s.mu.Lock()
-	s.failing = v
-	s.mu.Unlock()
-}
-
-// fakeSub delivers one notification per nil sent on ev, and fails with
-// each error sent.
-type fakeSub struct {
-	ev   chan error
-	done chan struct{}
-	once sync.Once
-}
-
-func (s *fakeSub) read(buf []byte) (int, error) {
-	select {
-	case err := <-s.ev:
-		if err != nil {
-			return 0, err
-		}
-		copy(buf, make([]byte, 16))
-		return 16, nil
-	case <-s.done:
-		return 0, os.ErrClosed
+func (f *fakeMonitor) register(c netmon.Consumer) func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.c = c
+	return func() {
+		f.mu.Lock()
+		f.unregistered = true
+		f.mu.Unlock()
 	}
 }
 
-func (s *fakeSub) close() error {
-	s.once.Do(func() { close(s.done) })
-	return nil
+func (f *fakeMonitor) consumer() netmon.Consumer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.c
+}
+
+// change delivers one notification.
+func (f *fakeMonitor) change() { f.consumer().Change(&netmon.Message{Type: unix.RTM_NEWROUTE}) }
+
+// lost says that notifications were lost.
+func (f *fakeMonitor) lost() { f.consumer().Lost("receive: no buffer space available") }
+
+// resync delivers a listing.
+func (f *fakeMonitor) resync() { f.consumer().Resync(&netmon.Listing{}) }
+
+func (f *fakeMonitor) isUnregistered() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unregistered
 }
 
 var (
@@ -192,19 +161,21 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func newTestCache(t *testing.T, cfg Config) (*Cache, *fakeLookup, *fakeSubs) {
+// newTestCache returns a Cache over a fake lookuper, registered with a
+// fake Monitor that has delivered its first listing.
+func newTestCache(t *testing.T, cfg Config) (*Cache, *fakeLookup, *fakeMonitor) {
 	t.Helper()
-	lk, subs := newFakeLookup(), &fakeSubs{}
+	lk, mon := newFakeLookup(), &fakeMonitor{}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
-	c, err := newCache(cfg, lk, subs)
-	if err != nil {
+	if err := checkConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	c.backoff = time.Millisecond
+	c := newCache(cfg, lk, mon.register)
+	mon.resync()
 	t.Cleanup(func() { c.Close() })
-	return c, lk, subs
+	return c, lk, mon
 }
 
 // waitFor polls cond every millisecond, at most 5 s.
@@ -348,7 +319,7 @@ func TestHitDoesNotAllocate(t *testing.T) {
 }
 
 func TestNotificationInvalidates(t *testing.T) {
-	c, lk, subs := newTestCache(t, Config{})
+	c, lk, mon := newTestCache(t, Config{})
 	lk.set("10.50.0.9", routeTo(ifB), answer{})
 	c.Route(ifA, podA, far)
 	lk.set("10.50.0.9", routeTo(ifA), answer{}) // the route changed
@@ -356,8 +327,10 @@ func TestNotificationInvalidates(t *testing.T) {
 		t.Fatalf("before the notification: %v, want the cached elsewhere", got)
 	}
 	inv := c.Stats().Invalidations
-	subs.current().ev <- nil
-	waitFor(t, "an invalidation", func() bool { return c.Stats().Invalidations > inv })
+	mon.change()
+	if got := c.Stats().Invalidations; got != inv+1 {
+		t.Fatalf("%d invalidations after a notification, want %d", got, inv+1)
+	}
 	if got := c.Route(ifA, podA, far); got != policy.RouteBack {
 		t.Fatalf("after the notification: %v, want back", got)
 	}
@@ -369,7 +342,7 @@ func TestNotificationInvalidates(t *testing.T) {
 // A lookup that began before an invalidation and ends after it must not be
 // stored.
 func TestLookupRacingInvalidationIsNotStored(t *testing.T) {
-	c, lk, subs := newTestCache(t, Config{})
+	c, lk, mon := newTestCache(t, Config{})
 	lk.set("10.50.0.9", routeTo(ifB), answer{})
 	gate, inside := make(chan struct{}), make(chan struct{}, 1)
 	lk.mu.Lock()
@@ -378,9 +351,7 @@ func TestLookupRacingInvalidationIsNotStored(t *testing.T) {
 	got := make(chan policy.RouteClass)
 	go func() { got <- c.Route(ifA, podA, far) }()
 	<-inside // the lookup has its answer, from before the change
-	inv := c.Stats().Invalidations
-	subs.current().ev <- nil
-	waitFor(t, "an invalidation", func() bool { return c.Stats().Invalidations > inv })
+	mon.change()
 	lk.mu.Lock()
 	lk.gate = nil
 	lk.mu.Unlock()
@@ -399,37 +370,65 @@ func TestLookupRacingInvalidationIsNotStored(t *testing.T) {
 }
 
 func TestResyncAfterLostNotifications(t *testing.T) {
-	c, lk, subs := newTestCache(t, Config{})
+	c, lk, mon := newTestCache(t, Config{})
 	lk.set("10.50.0.9", routeTo(ifB), answer{})
 	c.Route(ifA, podA, far)
-	subs.setFailing(true)
-	subs.current().ev <- unix.ENOBUFS
-	waitFor(t, "a failing resubscribe", func() bool { _, tries := subs.counts(); return tries >= 3 })
-	if s := c.Stats(); s.Resyncs != 1 || s.Entries != 0 {
-		t.Fatalf("after ENOBUFS: %+v, want 1 resync and an empty cache", s)
+	mon.lost()
+	if s := c.Stats(); s.Entries != 0 {
+		t.Fatalf("after lost notifications: %+v, want an empty cache", s)
 	}
-	// Without a subscription nothing is stored: every call looks up.
+	// Until the resync nothing is stored: every call looks up.
 	m := c.Stats().Misses
 	c.Route(ifA, podA, far)
 	c.Route(ifA, podA, far)
 	if s := c.Stats(); s.Misses != m+2 || s.Entries != 0 {
-		t.Fatalf("while unsubscribed: %+v, want 2 more misses and nothing stored", s)
+		t.Fatalf("while lost: %+v, want 2 more misses and nothing stored", s)
 	}
-	subs.setFailing(false)
-	waitFor(t, "a resubscription", func() bool { ok, _ := subs.counts(); return ok == 2 })
-	waitFor(t, "the cache to store again", func() bool {
-		c.Route(ifA, podA, far)
-		return c.Stats().Entries == 1
-	})
+	// Notifications while lost do not make it store again.
+	mon.change()
+	c.Route(ifA, podA, far)
+	if s := c.Stats(); s.Entries != 0 {
+		t.Fatalf("a notification while lost made the cache store: %+v", s)
+	}
+	mon.resync()
+	c.Route(ifA, podA, far)
 	h := c.Stats().Hits
 	c.Route(ifA, podA, far)
-	if c.Stats().Hits != h+1 {
-		t.Fatal("no hit after the resync")
+	if s := c.Stats(); s.Hits != h+1 || s.Entries != 1 {
+		t.Fatalf("no hit after the resync: %+v", s)
 	}
-	// The new subscription works.
+	// Notifications invalidate again.
 	lk.set("10.50.0.9", routeTo(ifA), answer{})
-	subs.current().ev <- nil
-	waitFor(t, "the new answer", func() bool { return c.Route(ifA, podA, far) == policy.RouteBack })
+	mon.change()
+	if got := c.Route(ifA, podA, far); got != policy.RouteBack {
+		t.Fatalf("after the resync and a notification: %v, want back", got)
+	}
+}
+
+// Nothing is stored before the Monitor's first listing: notifications
+// before it may have been missed.
+func TestNothingStoredBeforeFirstListing(t *testing.T) {
+	lk, mon := newFakeLookup(), &fakeMonitor{}
+	cfg := Config{Logger: testLogger(t)}
+	if err := checkConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	c := newCache(cfg, lk, mon.register)
+	defer c.Close()
+	lk.set("10.50.0.9", routeTo(ifB), answer{})
+	for range 2 {
+		if got := c.Route(ifA, podA, far); got != policy.RouteElsewhere {
+			t.Fatalf("Route = %v, want elsewhere", got)
+		}
+	}
+	if s := c.Stats(); s.Misses != 2 || s.Entries != 0 {
+		t.Fatalf("before the first listing: %+v, want 2 misses, nothing stored", s)
+	}
+	mon.resync()
+	c.Route(ifA, podA, far)
+	if s := c.Stats(); s.Entries != 1 {
+		t.Fatalf("after the first listing: %+v, want the answer stored", s)
+	}
 }
 
 func TestMissRate(t *testing.T) {
@@ -499,7 +498,14 @@ func TestInvalidArguments(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	for _, cfg := range []Config{{MaxEntries: -1}, {MissRate: -1}, {RecvBufSize: -1}} {
+	mon, err := netmon.New(netmon.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	closed := netns.None()
+	for _, cfg := range []Config{{MaxEntries: -1}, {MissRate: -1}, {RecvBufSize: -1}, {Monitor: mon, RecvBufSize: 1},
+		{Monitor: mon, Namespace: &closed}, {Namespace: &closed}} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
 		}
@@ -509,7 +515,7 @@ func TestConfigErrors(t *testing.T) {
 // Many goroutines use the cache while notifications invalidate it: run
 // with -race. Every answer must be one the lookuper gave for that key.
 func TestConcurrentUse(t *testing.T) {
-	c, lk, subs := newTestCache(t, Config{MaxEntries: 16, MissRate: 1 << 30})
+	c, lk, mon := newTestCache(t, Config{MaxEntries: 16, MissRate: 1 << 30})
 	dsts := make([]netip.Addr, 32)
 	for i := range dsts {
 		dsts[i] = netip.AddrFrom4([4]byte{10, 50, 0, byte(i)})
@@ -538,8 +544,13 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		for range 200 {
-			subs.current().ev <- nil
+		for i := range 200 {
+			if i%50 == 49 {
+				mon.lost()
+				mon.resync()
+			} else {
+				mon.change()
+			}
 			runtime.Gosched()
 		}
 	})
@@ -554,11 +565,7 @@ func TestConcurrentUse(t *testing.T) {
 
 func TestCloseStopsEverything(t *testing.T) {
 	before := runtime.NumGoroutine()
-	lk, subs := newFakeLookup(), &fakeSubs{}
-	c, err := newCache(Config{Logger: testLogger(t)}, lk, subs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, lk, mon := newTestCache(t, Config{})
 	lk.set("10.50.0.9", routeTo(ifB), answer{})
 	c.Route(ifA, podA, far)
 	if err := c.Close(); err != nil {
@@ -568,27 +575,30 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	leakcheck.WaitGoroutines(t, before)
-	if !lk.closed || !subs.closed {
-		t.Error("Close left the lookuper or the subscriber open")
+	if !lk.closed || !mon.isUnregistered() {
+		t.Error("Close left the lookuper open or the Cache registered")
 	}
 	if got := c.Route(ifA, podA, far); got != policy.RouteUnknown {
 		t.Errorf("Route after Close = %v, want unknown", got)
 	}
+	// A call that was in progress when Close unregistered is harmless.
+	mon.change()
+	if s := c.Stats(); s.Entries != 0 {
+		t.Errorf("stats after Close: %+v", s)
+	}
 }
 
-// Close while the cache retries a failed subscription.
-func TestCloseDuringResubscribe(t *testing.T) {
+// Close while notifications are lost (the Monitor retries).
+func TestCloseWhileLost(t *testing.T) {
 	before := runtime.NumGoroutine()
-	lk, subs := newFakeLookup(), &fakeSubs{}
-	c, err := newCache(Config{Logger: testLogger(t)}, lk, subs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	subs.setFailing(true)
-	subs.current().ev <- unix.EBADF
-	waitFor(t, "a failing resubscribe", func() bool { _, tries := subs.counts(); return tries >= 2 })
+	c, _, mon := newTestCache(t, Config{})
+	mon.lost()
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	leakcheck.WaitGoroutines(t, before)
+	mon.resync() // late: stores nothing
+	if got := c.Route(ifA, podA, far); got != policy.RouteUnknown {
+		t.Errorf("Route after Close = %v, want unknown", got)
+	}
 }

@@ -96,16 +96,17 @@
 //
 // Answers are cached by (I, S, T), negative ones (RouteNone) too. A hit
 // takes a read lock and a map lookup, no netlink round trip and no
-// allocation. The whole cache is invalidated (emptied, and its generation
-// counter advanced) on every netlink notification of the groups above: a
-// route, address, link (a link going down flushes its routes without
-// route notifications), rule, nexthop or netconf change. A lookup that
-// raced with an invalidation (it began before it and ends after it) is
-// returned to its caller but not stored. When the notification socket
-// overflows (ENOBUFS) or fails, the cache stops storing, subscribes again,
-// invalidates, and resumes (Stats.Resyncs); if subscribing fails it
-// retries with a backoff, and meanwhile every request is a (rate limited)
-// lookup.
+// allocation. The Cache is a consumer of the namespace's netmon.Monitor:
+// the whole cache is invalidated (emptied, and its generation counter
+// advanced) on every notification the Monitor delivers, of the groups
+// above: a route, address, link (a link going down flushes its routes
+// without route notifications), rule, nexthop or netconf change. A lookup
+// that raced with an invalidation (it began before it and ends after it) is
+// returned to its caller but not stored. When the Monitor reports that
+// notifications were lost, the cache empties itself and stops storing
+// answers until the Monitor's resync (every request is then a rate limited
+// lookup), then resumes. Until the Monitor's first listing nothing is
+// stored either.
 //
 // The cache holds at most Config.MaxEntries answers. A new answer when it
 // is full evicts one entry chosen at random (Go map iteration order).
@@ -132,6 +133,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -143,13 +145,18 @@ const (
 
 // Config configures a Cache.
 type Config struct {
-	// Namespace is the network namespace whose routes are looked up. nil
-	// means the namespace of the thread that calls New (normally the
-	// process's). The Cache keeps its own duplicate of the handle: the
-	// caller may close its own at any time.
+	// Monitor is the namespace's netlink monitor: the Cache looks routes
+	// up in its namespace and is invalidated by its notifications. The
+	// caller runs it. nil means a Monitor of the Cache's own, on
+	// Namespace, run until Close.
+	Monitor *netmon.Monitor
+	// Namespace is the network namespace of the Cache's own Monitor (set
+	// it only without Monitor). nil means the namespace of the thread that
+	// calls New (normally the process's). The caller may close its handle
+	// at any time.
 	Namespace *netns.NsHandle
-	// Logger receives a warn record for each resync and debug records for
-	// notifications and failed lookups. nil means slog.Default().
+	// Logger receives debug records for invalidations and failed lookups,
+	// and is the own Monitor's logger. nil means slog.Default().
 	Logger *slog.Logger
 	// MaxEntries bounds the number of cached answers; 0 means
 	// DefaultMaxEntries.
@@ -158,7 +165,7 @@ type Config struct {
 	// second; 0 means DefaultMissRate. Misses beyond it get
 	// policy.RouteUnknown and are counted in Stats.Limited.
 	MissRate int
-	// RecvBufSize is the receive buffer, in bytes, of the notification
+	// RecvBufSize is the receive buffer, in bytes, of the own Monitor's
 	// socket (SO_RCVBUF, capped by the kernel at net.core.rmem_max); 0
 	// keeps the system default. An overflow costs only a resync.
 	RecvBufSize int
@@ -181,11 +188,9 @@ type Stats struct {
 	// unicast route (see the package documentation).
 	Fallbacks uint64
 	// Invalidations counts how often the cache was emptied: once per
-	// batch of netlink notifications read, and per resync.
+	// netlink notification, and once per loss and per resync of the
+	// Monitor.
 	Invalidations uint64
-	// Resyncs counts losses of the notification subscription (ENOBUFS
-	// or another receive error) after which the Cache subscribed again.
-	Resyncs uint64
 	// Entries is the number of answers cached now.
 	Entries uint64
 }
@@ -227,20 +232,6 @@ type lookuper interface {
 	close()
 }
 
-// subscriber opens notification subscriptions; tests replace it.
-type subscriber interface {
-	subscribe() (eventSub, error)
-	close()
-}
-
-// eventSub is one open subscription. read blocks until a batch of
-// notifications arrives (n > 0), the subscription fails, or close is
-// called (then it returns an error).
-type eventSub interface {
-	read(buf []byte) (int, error)
-	close() error
-}
-
 // Cache classifies routes (see the package documentation). It is safe for
 // concurrent use. Create it with New and release it with Close.
 type Cache struct {
@@ -260,45 +251,59 @@ type Cache struct {
 	start    time.Time
 	now      func() time.Duration // since start; replaced by tests
 
-	subs     subscriber
-	subMu    sync.Mutex
-	sub      eventSub
-	stopping bool
-	stop     chan struct{}
-	done     chan struct{}
-	backoff  time.Duration // first resubscribe retry delay
+	unregister func()          // from the Monitor
+	delivered  chan struct{}   // closed at the Monitor's first call
+	once       sync.Once       // closes delivered
+	own        *netmon.Monitor // the Cache's own Monitor, if any
+	stopOwn    context.CancelFunc
+	ownDone    chan error // the own Monitor's Run result
 
 	closeOnce sync.Once
-	closeErr  error
 
-	hits, misses, limited, errs, fallbacks, invalidations, resyncs atomic.Uint64
+	hits, misses, limited, errs, fallbacks, invalidations atomic.Uint64
 }
 
-// New opens a netlink socket for lookups and one subscribed to route,
-// address, link, rule, nexthop and IPv4 netconf notifications in the
-// namespace, and starts the goroutine that follows them. Close releases
-// them.
+// New opens a netlink socket for lookups in the Monitor's namespace and
+// registers the Cache with the Monitor (one of its own if cfg.Monitor is
+// nil: New then waits for its first listing). Close releases them.
 func New(cfg Config) (*Cache, error) {
 	if err := checkConfig(&cfg); err != nil {
 		return nil, err
 	}
-	ns, err := ownNamespace(cfg.Namespace)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	mon := cfg.Monitor
+	if mon == nil {
+		var err error
+		mon, err = netmon.New(netmon.Config{Namespace: cfg.Namespace, Logger: log, RecvBufSize: cfg.RecvBufSize})
+		if err != nil {
+			return nil, fmt.Errorf("route cache: %w", err)
+		}
+	}
+	lk, err := openLookup(mon)
 	if err != nil {
+		if cfg.Monitor == nil {
+			mon.Close()
+		}
 		return nil, err
 	}
-	subs := &nlSubscriber{ns: ns, rcvbuf: cfg.RecvBufSize}
-	lk, err := openLookup(ns)
-	if err != nil {
-		subs.close()
-		return nil, err
+	c := newCache(cfg, lk, mon.Register)
+	if cfg.Monitor != nil {
+		return c, nil
 	}
-	c, err := newCache(cfg, lk, subs)
-	if err != nil {
-		lk.close()
-		subs.close()
-		return nil, err
+	ctx, cancel := context.WithCancel(context.Background())
+	c.own, c.stopOwn, c.ownDone = mon, cancel, make(chan error, 1)
+	go func() { c.ownDone <- mon.Run(ctx) }()
+	select {
+	case <-c.delivered:
+		return c, nil
+	case err := <-c.ownDone:
+		c.ownDone <- err // for Close
+		c.Close()
+		return nil, fmt.Errorf("route cache: %w", err)
 	}
-	return c, nil
 }
 
 func checkConfig(cfg *Config) error {
@@ -309,6 +314,8 @@ func checkConfig(cfg *Config) error {
 		return fmt.Errorf("route cache: MissRate %d: want 0 (default %d) or more", cfg.MissRate, DefaultMissRate)
 	case cfg.RecvBufSize < 0:
 		return fmt.Errorf("route cache: RecvBufSize %d: want 0 (system default) or more", cfg.RecvBufSize)
+	case cfg.Monitor != nil && (cfg.Namespace != nil || cfg.RecvBufSize != 0):
+		return errors.New("route cache: Namespace and RecvBufSize are for a Cache without Monitor")
 	case cfg.Namespace != nil && !cfg.Namespace.IsOpen():
 		return errors.New("route cache: the network namespace handle is closed")
 	}
@@ -321,38 +328,26 @@ func checkConfig(cfg *Config) error {
 	return nil
 }
 
-// newCache subscribes with subs and starts following notifications. On
-// error the caller closes lk and subs.
-func newCache(cfg Config, lk lookuper, subs subscriber) (*Cache, error) {
-	if err := checkConfig(&cfg); err != nil {
-		return nil, err
-	}
+// newCache returns a Cache over lk, registered with register (a
+// Monitor's Register). cfg must have passed checkConfig.
+func newCache(cfg Config, lk lookuper, register func(netmon.Consumer) func()) *Cache {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	sub, err := subs.subscribe()
-	if err != nil {
-		return nil, fmt.Errorf("route cache: %w", err)
-	}
 	c := &Cache{
-		log:     log,
-		debug:   log.Enabled(context.Background(), slog.LevelDebug),
-		max:     cfg.MaxEntries,
-		m:       make(map[key]policy.RouteClass),
-		live:    true,
-		lk:      lk,
-		limit:   newBucket(cfg.MissRate),
-		start:   time.Now(),
-		subs:    subs,
-		sub:     sub,
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		backoff: 10 * time.Millisecond,
+		log:       log,
+		debug:     log.Enabled(context.Background(), slog.LevelDebug),
+		max:       cfg.MaxEntries,
+		m:         make(map[key]policy.RouteClass),
+		lk:        lk,
+		limit:     newBucket(cfg.MissRate),
+		start:     time.Now(),
+		delivered: make(chan struct{}),
 	}
 	c.now = func() time.Duration { return time.Since(c.start) }
-	go c.watch()
-	return c, nil
+	c.unregister = register(invalidator{c})
+	return c
 }
 
 // Route classifies the host's route for a packet from src arriving on
@@ -436,10 +431,15 @@ func (c *Cache) store(k key, cl policy.RouteClass, gen uint64) {
 // invalidate empties the cache and advances its generation, so that
 // lookups in flight are not stored. live says whether answers may be
 // stored from now on.
-func (c *Cache) invalidate(live bool) {
+func (c *Cache) invalidate(live bool) { c.empty(&live) }
+
+// empty is invalidate; a nil live leaves that unchanged.
+func (c *Cache) empty(live *bool) {
 	c.mu.Lock()
 	c.gen++
-	c.live = live
+	if live != nil {
+		c.live = *live
+	}
 	if len(c.m) > 0 {
 		// A new map rather than clear: clear costs the map's capacity,
 		// and after a burst of misses that can be large.
@@ -449,73 +449,30 @@ func (c *Cache) invalidate(live bool) {
 	c.invalidations.Add(1)
 }
 
-// watch follows notifications until Close: each batch read invalidates
-// the cache; a failed read makes it resubscribe.
-func (c *Cache) watch() {
-	defer close(c.done)
-	buf := make([]byte, 64<<10)
-	for {
-		c.subMu.Lock()
-		sub := c.sub
-		c.subMu.Unlock()
-		n, err := sub.read(buf)
-		if c.isStopping() {
-			return
-		}
-		if err == nil {
-			c.invalidate(true)
-			if c.debug {
-				c.log.Debug("netlink notification; route cache invalidated", "type", msgType(buf[:n]), "bytes", n)
-			}
-			continue
-		}
-		// Notifications may have been lost: stop storing until a new
-		// subscription is open, then start from an empty cache.
-		c.invalidate(false)
-		r := c.resyncs.Add(1)
-		c.log.Warn("route cache: netlink notifications lost; resubscribing", "err", err, "resyncs", r)
-		c.subMu.Lock()
-		c.sub = nil
-		c.subMu.Unlock()
-		_ = sub.close()
-		if !c.resubscribe() {
-			return
-		}
-		c.invalidate(true)
+// invalidator is the Cache as a netmon.Consumer.
+type invalidator struct{ c *Cache }
+
+// Resync: the Monitor (re)subscribed; answers may be stored from now on.
+func (v invalidator) Resync(*netmon.Listing) {
+	v.c.invalidate(true)
+	v.c.once.Do(func() { close(v.c.delivered) })
+}
+
+// Change: something changed; answers from before may be wrong.
+func (v invalidator) Change(m *netmon.Message) {
+	v.c.empty(nil)
+	if v.c.debug {
+		v.c.log.Debug("netlink notification; route cache invalidated", "type", netmon.MsgType(m.Type))
 	}
 }
 
-// resubscribe opens a new subscription, retrying with a backoff (up to 1
-// s) until it succeeds or Close is called (then it returns false).
-func (c *Cache) resubscribe() bool {
-	delay := c.backoff
-	for {
-		sub, err := c.subs.subscribe()
-		if err == nil {
-			c.subMu.Lock()
-			if c.stopping {
-				c.subMu.Unlock()
-				_ = sub.close()
-				return false
-			}
-			c.sub = sub
-			c.subMu.Unlock()
-			return true
-		}
-		c.log.Warn("route cache: subscribing to netlink notifications failed; retrying", "err", err, "delay", delay)
-		select {
-		case <-c.stop:
-			return false
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, time.Second)
+// Lost: changes may go unseen until the resync: store nothing meanwhile.
+func (v invalidator) Lost(reason string) {
+	v.c.invalidate(false)
+	v.c.once.Do(func() { close(v.c.delivered) })
+	if v.c.debug {
+		v.c.log.Debug("route cache: notifications lost; storing no answers until the resync", "reason", reason)
 	}
-}
-
-func (c *Cache) isStopping() bool {
-	c.subMu.Lock()
-	defer c.subMu.Unlock()
-	return c.stopping
 }
 
 // Stats returns a snapshot of the counters. It is safe to call at any time.
@@ -530,41 +487,34 @@ func (c *Cache) Stats() Stats {
 		Errors:        c.errs.Load(),
 		Fallbacks:     c.fallbacks.Load(),
 		Invalidations: c.invalidations.Load(),
-		Resyncs:       c.resyncs.Load(),
 		Entries:       uint64(n),
 	}
 }
 
-// Close stops following notifications, waits for the goroutine to end and
-// closes the netlink sockets. Route then returns policy.RouteUnknown. It is
-// safe to call more than once; later calls return nil.
+// Close unregisters the Cache from its Monitor (stopping and closing its
+// own, if it has one) and closes the lookup socket. Route then returns
+// policy.RouteUnknown. It is safe to call more than once.
 func (c *Cache) Close() error {
 	c.closeOnce.Do(func() {
-		var err error
-		c.subMu.Lock()
-		c.stopping = true
-		close(c.stop)
-		if c.sub != nil {
-			err = c.sub.close()
+		c.unregister()
+		if c.own != nil {
+			c.stopOwn()
+			<-c.ownDone
+			c.own.Close()
 		}
-		c.subMu.Unlock()
-		<-c.done
-
 		c.lookupMu.Lock()
 		if c.lk != nil {
 			c.lk.close()
 			c.lk = nil
 		}
 		c.lookupMu.Unlock()
-		c.subs.close()
 
 		c.mu.Lock()
 		c.closed = true
 		c.m = make(map[key]policy.RouteClass)
 		c.mu.Unlock()
-		c.closeErr = err
 	})
-	return c.closeErr
+	return nil
 }
 
 // bucket is a token bucket: rate tokens per second, at most burst.

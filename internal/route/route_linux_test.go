@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
@@ -55,6 +56,7 @@ type node struct {
 	tp         *topo.Topology
 	pod0, pod1 int // host-side ifindexes
 	up0        int
+	mon        *netmon.Monitor // the host namespace's, for newCache
 }
 
 func newNode(t testing.TB) *node {
@@ -72,6 +74,7 @@ func newNode(t testing.TB) *node {
 	n.ip(t, "route", "add", "blackhole", "10.70.0.0/24")
 	n.ip(t, "route", "add", "unreachable", "10.71.0.0/24")
 	n.ip(t, "route", "add", "prohibit", "10.72.0.0/24")
+	n.mon = startMonitor(t, tp.Host, netmon.Config{Logger: testLogger(t)})
 	return n
 }
 
@@ -104,15 +107,11 @@ func (n *node) sysctl(t testing.TB, key, value string) {
 	}
 }
 
-// newCache opens a Cache on the host namespace, closed when t ends.
+// newCache opens a Cache on the host namespace's Monitor, closed when t
+// ends, and waits for the Monitor's listing.
 func (n *node) newCache(t testing.TB, cfg Config) *Cache {
 	t.Helper()
-	h, err := n.tp.Host.Handle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close() // the Cache keeps its own duplicate
-	cfg.Namespace = &h
+	cfg.Monitor = n.mon
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
@@ -125,7 +124,48 @@ func (n *node) newCache(t testing.TB, cfg Config) *Cache {
 			t.Errorf("Close: %v", err)
 		}
 	})
+	waitListed(t, c)
 	return c
+}
+
+// startMonitor runs a Monitor on ns (the namespace of the calling thread
+// if ns is nil) until t ends.
+func startMonitor(t testing.TB, ns *topo.NS, cfg netmon.Config) *netmon.Monitor {
+	t.Helper()
+	if ns != nil {
+		h, err := ns.Handle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close() // the Monitor keeps its own duplicate
+		cfg.Namespace = &h
+	}
+	m, err := netmon.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("monitor: %v", err)
+		}
+		m.Close()
+	})
+	return m
+}
+
+// waitListed waits (at most 5 s) until the Monitor has delivered c its
+// listing: from then on, answers are stored.
+func waitListed(t testing.TB, c *Cache) {
+	t.Helper()
+	select {
+	case <-c.delivered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the Monitor did not list for the Cache within 5s")
+	}
 }
 
 // kernelInput makes the kernel's input route lookup directly, bypassing the
@@ -295,8 +335,8 @@ func TestInvalidation(t *testing.T) {
 		})
 		n.sysctl(t, "net.ipv4.conf."+p0+".forwarding", "1")
 	})
-	if s := c.Stats(); s.Invalidations == 0 || s.Errors != 0 || s.Resyncs != 0 {
-		t.Errorf("stats %+v", s)
+	if s := c.Stats(); s.Invalidations == 0 || s.Errors != 0 || n.mon.Resyncs() != 0 {
+		t.Errorf("stats %+v, %d resyncs", s, n.mon.Resyncs())
 	}
 }
 
@@ -466,20 +506,25 @@ func TestConcurrentLookupsAndChanges(t *testing.T) {
 	}
 }
 
-// An overflowing notification socket makes the Cache resubscribe. The
-// Cache is made with a nil Namespace on a thread in the host namespace, so
-// the resubscription, from another thread, must find its way back there.
+// An overflowing notification socket makes the Monitor resync, and the
+// Cache with it. The Monitor is made with a nil Namespace on a thread in the
+// host namespace, so the resubscription, from another thread, must find its
+// way back there.
 func TestResyncAfterOverflow(t *testing.T) {
 	n := newNode(t)
-	var c *Cache
+	var mon *netmon.Monitor
 	if err := n.tp.Host.Do(func() error {
-		var err error
-		c, err = New(Config{RecvBufSize: 1, Logger: testLogger(t)})
-		return err
+		mon = startMonitor(t, nil, netmon.Config{RecvBufSize: 1, Logger: testLogger(t)})
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
+	c, err := New(Config{Monitor: mon, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { c.Close() })
+	waitListed(t, c)
 	cached(t, c, n.pod0, pod0IP, pod1IP, policy.RouteElsewhere)
 	var b strings.Builder
 	for i := range 20 {
@@ -492,14 +537,14 @@ func TestResyncAfterOverflow(t *testing.T) {
 	if err := os.WriteFile(batch, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for burst := 0; c.Stats().Resyncs == 0; burst++ {
+	for burst := 0; mon.Resyncs() == 0; burst++ {
 		if burst == 10 {
 			t.Fatalf("no resync after 10 bursts of links: %+v", c.Stats())
 		}
 		n.ip(t, "-batch", batch)
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("after the bursts: %+v", c.Stats())
+	t.Logf("after the bursts: %+v, %d resyncs", c.Stats(), mon.Resyncs())
 	// Answers are right, and notifications still invalidate.
 	cached(t, c, n.pod0, pod0IP, pod1IP, policy.RouteElsewhere)
 	target := netip.MustParseAddr("10.95.0.1")
@@ -549,7 +594,12 @@ func TestDevconf(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	lk, err := openLookup(h)
+	mon, err := netmon.New(netmon.Config{Namespace: &h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	lk, err := openLookup(mon)
 	if err != nil {
 		t.Fatal(err)
 	}
