@@ -255,10 +255,11 @@ func TestDryRun(t *testing.T) {
 	var logs logBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	override := net.HardwareAddr{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Logger: log,
-		DryRun: true, RateLimit: 10, RateBurst: 3})
+	cfg := Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Logger: log,
+		DryRun: true, RateLimit: 10, RateBurst: 3}
+	r := newResponder(f, cfg)
 	clk := &fakeClock{}
-	r.limit.now = clk.now
+	clk.useClock(r, cfg)
 	for range 5 {
 		r.handle(gwRequest)
 	}
@@ -314,10 +315,11 @@ func TestDryRunQuietDoesNotAllocate(t *testing.T) {
 func TestLatencyObserved(t *testing.T) {
 	f := newFake()
 	obs := &obsRecorder{}
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Latency: obs,
-		RateLimit: 10, RateBurst: 1})
+	cfg := Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Latency: obs,
+		RateLimit: 10, RateBurst: 1}
+	r := newResponder(f, cfg)
 	clk := &fakeClock{}
-	r.limit.now = clk.now
+	clk.useClock(r, cfg)
 	const age = 5 * time.Millisecond
 	stamp := func() int64 { return time.Now().Add(-age).UnixNano() }
 

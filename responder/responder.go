@@ -42,6 +42,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/pxresp/pxresp/internal/ratelimit"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -177,7 +178,7 @@ type Responder struct {
 	req   arpRequest
 	preq  policy.Request
 	reply [FrameLen]byte
-	limit rateLimiter
+	limit ratelimit.Limiter
 	wall  wallClock
 
 	requests, replies, malformed, sendErrors, readErrors, rateLimited, dryRuns atomic.Uint64
@@ -261,7 +262,7 @@ func newResponder(t transport, cfg Config) *Responder {
 		log:   log,
 		debug: log.Enabled(context.Background(), slog.LevelDebug),
 		info:  log.Enabled(context.Background(), slog.LevelInfo),
-		limit: newRateLimiter(cfg.RateLimit, cfg.RateBurst, monotonicNow),
+		limit: newLimiter(&cfg, nil),
 
 		router:  cfg.Router,
 		dryRun:  cfg.DryRun,
@@ -463,7 +464,7 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 	}
 	// Replies are limited, not reads: a request that would not be
 	// answered costs no token.
-	if !r.limit.allow() {
+	if !r.limit.Allow() {
 		r.rateLimited.Add(1)
 		if r.debug {
 			r.log.Debug("rate limited", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)

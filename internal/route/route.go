@@ -132,6 +132,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/pxresp/pxresp/internal/ratelimit"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -256,9 +257,7 @@ type Cache struct {
 
 	lookupMu sync.Mutex // serialises misses; guards lk and limit
 	lk       lookuper   // nil once closed
-	limit    bucket
-	start    time.Time
-	now      func() time.Duration // since start; replaced by tests
+	limit    ratelimit.Limiter
 
 	subs     subscriber
 	subMu    sync.Mutex
@@ -342,15 +341,13 @@ func newCache(cfg Config, lk lookuper, subs subscriber) (*Cache, error) {
 		m:       make(map[key]policy.RouteClass),
 		live:    true,
 		lk:      lk,
-		limit:   newBucket(cfg.MissRate),
-		start:   time.Now(),
+		limit:   newMissLimiter(cfg.MissRate, nil),
 		subs:    subs,
 		sub:     sub,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		backoff: 10 * time.Millisecond,
 	}
-	c.now = func() time.Duration { return time.Since(c.start) }
 	go c.watch()
 	return c, nil
 }
@@ -392,7 +389,7 @@ func (c *Cache) miss(k key) policy.RouteClass {
 		return cl
 	case closed || c.lk == nil:
 		return policy.RouteUnknown
-	case !c.limit.allow(c.now()):
+	case !c.limit.Allow():
 		c.limited.Add(1)
 		return policy.RouteUnknown
 	}
@@ -567,26 +564,9 @@ func (c *Cache) Close() error {
 	return c.closeErr
 }
 
-// bucket is a token bucket: rate tokens per second, at most burst.
-type bucket struct {
-	rate, burst, tokens float64
-	last                time.Duration
-}
-
-func newBucket(rate int) bucket {
-	burst := max(float64(rate)/10, 1)
-	return bucket{rate: float64(rate), burst: burst, tokens: burst}
-}
-
-// allow takes a token if there is one at time now (monotonic).
-func (b *bucket) allow(now time.Duration) bool {
-	if now > b.last {
-		b.tokens = min(b.burst, b.tokens+(now-b.last).Seconds()*b.rate)
-		b.last = now
-	}
-	if b.tokens >= 1 {
-		b.tokens--
-		return true
-	}
-	return false
+// newMissLimiter returns the limiter of netlink lookups: rate per second,
+// with a burst of a tenth of a second's worth (at least one), on the clock
+// now (nil: the monotonic clock). It is used under lookupMu.
+func newMissLimiter(rate int, now func() int64) ratelimit.Limiter {
+	return ratelimit.New(rate, max(rate/10, 1), now)
 }
