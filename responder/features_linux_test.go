@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/policy"
 )
@@ -143,7 +144,7 @@ func TestSetOverrideNoRequestLost(t *testing.T) {
 			want, dst = topo.GatewayMAC, topo.GatewayMAC
 		}
 		got := cl.ask(t, request(pod.MAC, pod.IP, topo.Gateway, dst), time.Second)
-		if got == nil || !bytes.Equal(got[offSHA:offSHA+6], want) {
+		if got == nil || !bytes.Equal(got[arpframe.OffSHA:arpframe.OffSHA+6], want) {
 			t.Fatalf("flip %d to %v: reply %x to a request sent to %v, want one from it", i, next, got, dst)
 		}
 	}
@@ -177,7 +178,7 @@ func TestSetOverrideNoRequestLost(t *testing.T) {
 		if got == nil {
 			t.Fatalf("broadcast %d of %d went unanswered while the override changed (stats %+v)", i, asks, r.Stats())
 		}
-		if from := got[offSHA : offSHA+6]; !bytes.Equal(from, a) && !bytes.Equal(from, b) && !bytes.Equal(from, topo.GatewayMAC) {
+		if from := got[arpframe.OffSHA : arpframe.OffSHA+6]; !bytes.Equal(from, a) && !bytes.Equal(from, b) && !bytes.Equal(from, topo.GatewayMAC) {
 			t.Fatalf("reply from %x", from)
 		}
 	}

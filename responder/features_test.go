@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -405,7 +406,7 @@ func TestSetOverride(t *testing.T) {
 		case want == nil:
 		case len(sent) != 1:
 			t.Errorf("%s: sent %d frames, want a reply from %v", what, len(sent), want)
-		case !bytes.Equal(sent[0][offEthSrc:offEthSrc+6], want) || !bytes.Equal(sent[0][offSHA:offSHA+6], want):
+		case !bytes.Equal(sent[0][arpframe.OffEthSrc:arpframe.OffEthSrc+6], want) || !bytes.Equal(sent[0][arpframe.OffSHA:arpframe.OffSHA+6], want):
 			t.Errorf("%s: reply %x, want it from %v", what, sent[0], want)
 		}
 	}
@@ -627,9 +628,9 @@ func TestFilterOverrides(t *testing.T) {
 	nearB := net.HardwareAddr{0x02, 0xbc, 0, 0, 0, 2} // last two bytes as b
 	stranger := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
 	reply := request(podMAC, podIP, gateway, hostMAC)
-	reply[offOp+1] = opReply
+	reply[arpframe.OffOp+1] = arpframe.OpReply
 	badHType := bytes.Clone(gwRequest)
-	badHType[offHType+1] = 6
+	badHType[arpframe.OffHType+1] = 6
 
 	for _, set := range [][]net.HardwareAddr{nil, {a}, {b}, {a, b}, {b, a}, {a, a}, {nil, a}, {{1, 2, 3}, b}} {
 		prog, err := filter(set...)

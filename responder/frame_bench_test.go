@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -20,10 +21,10 @@ var benchBcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 func BenchmarkDecode(b *testing.B) {
 	frame := request(podMAC, podIP, gateway, benchBcast)
-	var r arpRequest
+	var r arpframe.Frame
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := decodeRequest(frame, &r); err != nil {
+		if err := arpframe.Decode(frame, &r); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -44,14 +45,14 @@ func BenchmarkDecide(b *testing.B) {
 }
 
 func BenchmarkEncode(b *testing.B) {
-	var r arpRequest
-	if err := decodeRequest(request(podMAC, podIP, gateway, benchBcast), &r); err != nil {
+	var r arpframe.Frame
+	if err := arpframe.Decode(request(podMAC, podIP, gateway, benchBcast), &r); err != nil {
 		b.Fatal(err)
 	}
-	var out [FrameLen]byte
+	var out [arpframe.Len]byte
 	b.ReportAllocs()
 	for b.Loop() {
-		encodeReply(out[:], &r, [6]byte(hostMAC))
+		arpframe.EncodeReply(out[:], &r, [6]byte(hostMAC))
 	}
 }
 

@@ -42,6 +42,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/ratelimit"
 	"github.com/pxresp/pxresp/policy"
 )
@@ -175,9 +176,9 @@ type Responder struct {
 	closeErr  error
 
 	// Used only by the goroutine running Serve.
-	req   arpRequest
+	req   arpframe.Frame
 	preq  policy.Request
-	reply [FrameLen]byte
+	reply [arpframe.Len]byte
 	limit ratelimit.Limiter
 	wall  wallClock
 
@@ -423,42 +424,42 @@ func (r *Responder) handle(frame []byte) { r.handleAt(frame, 0) }
 // runs on the Serve goroutine only.
 func (r *Responder) handleAt(frame []byte, rx int64) {
 	req := &r.req
-	if err := decodeRequest(frame, req); err != nil {
-		if err == errNotRequest {
-			// The BPF filter drops replies; one may slip in only while
-			// the filter is being attached.
-			return
-		}
+	if err := arpframe.Decode(frame, req); err != nil {
 		r.malformed.Add(1)
 		if r.debug {
 			r.log.Debug("malformed frame", "len", len(frame), "err", err)
 		}
 		return
 	}
+	if req.Op != arpframe.OpRequest {
+		// The BPF filter drops replies; one may slip in only while the
+		// filter is being attached.
+		return
+	}
 	r.requests.Add(1)
 	s := r.st.Load()
 	p := &r.preq
-	p.SenderMAC = req.sha
-	p.SenderIP = req.spa
-	p.TargetIP = req.tpa
-	switch req.ethDst {
-	case [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}:
+	p.SenderMAC = req.SHA
+	p.SenderIP = req.SPA
+	p.TargetIP = req.TPA
+	switch req.EthDst {
+	case arpframe.Broadcast:
 		p.Delivery = policy.Broadcast
 	case s.answer, s.mac:
 		p.Delivery = policy.Unicast
 	default:
 		p.Delivery = policy.OtherHost
 	}
-	p.TargetOnLink = onLink(s.onLink, req.tpa)
+	p.TargetOnLink = onLink(s.onLink, req.TPA)
 	p.Route = policy.RouteUnknown
 	if s.policy.NeedsRoute(p) && r.router != nil {
-		p.Route = r.router.Route(r.index, req.spa, req.tpa)
+		p.Route = r.router.Route(r.index, req.SPA, req.TPA)
 	}
 	v := s.policy.Decide(p)
 	if v != policy.Reply {
 		r.ignored[v].Add(1)
 		if r.debug {
-			r.log.Debug("ignored", "verdict", v, "sender", req.spa, "target", req.tpa, "delivery", p.Delivery, "route", p.Route)
+			r.log.Debug("ignored", "verdict", v, "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery, "route", p.Route)
 		}
 		return
 	}
@@ -467,19 +468,19 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 	if !r.limit.Allow() {
 		r.rateLimited.Add(1)
 		if r.debug {
-			r.log.Debug("rate limited", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+			r.log.Debug("rate limited", "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery)
 		}
 		return
 	}
 	if r.dryRun {
 		r.dryRuns.Add(1)
 		if r.info {
-			r.log.Info("dry run: would reply", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery,
+			r.log.Info("dry run: would reply", "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery,
 				"mac", net.HardwareAddr(s.answer[:]).String())
 		}
 		return
 	}
-	if err := r.t.send(encodeReply(r.reply[:], req, s.answer)); err != nil {
+	if err := r.t.send(arpframe.EncodeReply(r.reply[:], req, s.answer)); err != nil {
 		r.sendErrors.Add(1)
 		if r.debug {
 			r.log.Debug("send failed", "err", err)
@@ -495,7 +496,7 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 	}
 	r.replies.Add(1)
 	if r.debug {
-		r.log.Debug("replied", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+		r.log.Debug("replied", "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery)
 	}
 }
 

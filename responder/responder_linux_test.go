@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -177,11 +178,11 @@ func TestFilterAndMalformedFrames(t *testing.T) {
 	good := request(pod.MAC, pod.IP, topo.Gateway, bcast)
 
 	replyFrame := bytes.Clone(good)
-	replyFrame[offOp+1] = opReply
+	replyFrame[arpframe.OffOp+1] = arpframe.OpReply
 	badHType := bytes.Clone(good)
-	badHType[offHType+1] = 6
+	badHType[arpframe.OffHType+1] = 6
 	badOp := bytes.Clone(good)
-	badOp[offOp+1] = 9
+	badOp[arpframe.OffOp+1] = 9
 	truncated := bytes.Clone(good[:30])
 	otherHost := request(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99})
 	for _, f := range [][]byte{replyFrame, badHType, truncated, otherHost, badOp} {

@@ -1,21 +1,19 @@
 package responder
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
+	"github.com/pxresp/pxresp/internal/test/framecases"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -130,74 +128,27 @@ func newTestResponder(t testing.TB, f transport) *Responder {
 	return newResponder(f, cfg)
 }
 
-type frameCase struct {
-	name, want string
-	in, out    []byte
-}
-
 // loadFrameCases reads testdata/arp-frames.txt.
-func loadFrameCases(t testing.TB) []frameCase {
+func loadFrameCases(t testing.TB) []framecases.Case {
 	t.Helper()
-	data, err := os.ReadFile("../testdata/arp-frames.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []frameCase
-	var c *frameCase
-	unhex := func(s string) []byte {
-		s = strings.NewReplacer(" ", "", "|", "").Replace(s)
-		b, err := hex.DecodeString(s)
-		if err != nil {
-			t.Fatalf("testdata: case %q: %v", c.name, err)
-		}
-		return b
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		key, val, ok := strings.Cut(line, ":")
-		if !ok {
-			t.Fatalf("testdata: bad line %q", line)
-		}
-		val = strings.TrimSpace(val)
-		switch key {
-		case "name":
-			cases = append(cases, frameCase{name: val})
-			c = &cases[len(cases)-1]
-		case "in":
-			c.in = unhex(val)
-		case "want":
-			c.want = val
-		case "out":
-			c.out = unhex(val)
-		default:
-			t.Fatalf("testdata: unknown key %q", key)
-		}
-	}
-	if len(cases) < 10 {
-		t.Fatalf("testdata: only %d cases", len(cases))
-	}
-	return cases
+	return framecases.Load(t, "../testdata/arp-frames.txt")
 }
 
 func TestFrames(t *testing.T) {
 	for _, c := range loadFrameCases(t) {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.Name, func(t *testing.T) {
 			f := newFake()
 			r := newTestResponder(t, f)
-			r.handle(c.in)
+			r.handle(c.In)
 			sent := f.takeSent()
 			st := r.Stats()
-			switch c.want {
+			switch c.Want {
 			case "reply":
 				if len(sent) != 1 {
 					t.Fatalf("sent %d frames, want 1 reply", len(sent))
 				}
-				if !bytes.Equal(sent[0], c.out) {
-					t.Errorf("reply\n got %x\nwant %x", sent[0], c.out)
+				if !bytes.Equal(sent[0], c.Out) {
+					t.Errorf("reply\n got %x\nwant %x", sent[0], c.Out)
 				}
 				if st.Requests != 1 || st.Replies != 1 {
 					t.Errorf("stats %+v, want 1 request and 1 reply", st)
@@ -211,7 +162,7 @@ func TestFrames(t *testing.T) {
 					t.Errorf("sent %d, stats %+v: want nothing at all", len(sent), st)
 				}
 			default:
-				v := verdictByName(t, c.want)
+				v := verdictByName(t, c.Want)
 				if len(sent) != 0 {
 					t.Errorf("sent %x, want nothing (%v)", sent, v)
 				}
@@ -235,28 +186,7 @@ func verdictByName(t testing.TB, name string) policy.Verdict {
 
 // request builds the frame "who-has target tell sender", sent to dst.
 func request(senderMAC net.HardwareAddr, sender, target netip.Addr, dst net.HardwareAddr) []byte {
-	b := make([]byte, FrameLen)
-	copy(b[offEthDst:], dst)
-	copy(b[offEthSrc:], senderMAC)
-	binary.BigEndian.PutUint16(b[offEthType:], etherTypeARP)
-	binary.BigEndian.PutUint16(b[offHType:], hTypeEther)
-	binary.BigEndian.PutUint16(b[offPType:], pTypeIPv4)
-	b[offHLen], b[offPLen] = 6, 4
-	binary.BigEndian.PutUint16(b[offOp:], opRequest)
-	copy(b[offSHA:], senderMAC)
-	s4, t4 := sender.As4(), target.As4()
-	copy(b[offSPA:], s4[:])
-	copy(b[offTPA:], t4[:])
-	return b
-}
-
-func TestRequestHelperMatchesTestdata(t *testing.T) {
-	want := loadFrameCases(t)[0].in
-	got := request(net.HardwareAddr{0x02, 0, 0x0a, 0xf4, 0, 2}, netip.MustParseAddr("10.244.0.2"), gateway,
-		net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	if !bytes.Equal(got, want) {
-		t.Fatalf("request()\n got %x\nwant %x", got, want)
-	}
+	return arpframe.EncodeRequest(make([]byte, arpframe.Len), [6]byte(dst), [6]byte(senderMAC), sender, target)
 }
 
 var (
@@ -280,7 +210,7 @@ func TestSetMACIsUsedInTheNextReply(t *testing.T) {
 		t.Fatalf("sent %d replies, want 2", len(sent))
 	}
 	for _, s := range sent {
-		if !bytes.Equal(s[offEthSrc:offEthSrc+6], newMAC) || !bytes.Equal(s[offSHA:offSHA+6], newMAC) {
+		if !bytes.Equal(s[arpframe.OffEthSrc:arpframe.OffEthSrc+6], newMAC) || !bytes.Equal(s[arpframe.OffSHA:arpframe.OffSHA+6], newMAC) {
 			t.Errorf("reply %x does not carry the new MAC %v", s, newMAC)
 		}
 	}
@@ -307,7 +237,7 @@ func TestOverrideMAC(t *testing.T) {
 		t.Fatalf("sent %d replies, want 4", len(sent))
 	}
 	for _, s := range sent {
-		if !bytes.Equal(s[offSHA:offSHA+6], override) {
+		if !bytes.Equal(s[arpframe.OffSHA:arpframe.OffSHA+6], override) {
 			t.Errorf("reply %x does not carry the override MAC", s)
 		}
 	}
@@ -433,8 +363,8 @@ func TestHandleDoesNotAllocate(t *testing.T) {
 	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t),
 		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}})
 	for _, c := range loadFrameCases(t) {
-		if n := testing.AllocsPerRun(50, func() { r.handle(c.in) }); n != 0 {
-			t.Errorf("%s: %v allocs per frame", c.name, n)
+		if n := testing.AllocsPerRun(50, func() { r.handle(c.In) }); n != 0 {
+			t.Errorf("%s: %v allocs per frame", c.Name, n)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -451,7 +452,12 @@ func (n *confNet) send(t *testing.T, reqs []confReq) map[reqKey][][]byte {
 				if f == nil {
 					continue
 				}
-				target := netip.AddrFrom4([4]byte(f[28:32])) // ARP sender IP of the reply
+				var rf arpframe.Frame
+				if err := arpframe.Decode(f, &rf); err != nil {
+					t.Errorf("reply on %s: %v", c.hostIf, err)
+					return
+				}
+				target := rf.SPA // the ARP sender IP of the reply
 				mu.Lock()
 				got[reqKey{c.idx, target}] = append(got[reqKey{c.idx, target}], f)
 				mu.Unlock()
