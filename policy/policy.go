@@ -218,7 +218,7 @@ func New(gateways []netip.Addr, targets []netip.Prefix) (*Policy, error) {
 		return nil, err
 	}
 	for _, gw := range gateways {
-		if err := checkUnicast(gw); err != nil {
+		if err := CheckUnicast(gw); err != nil {
 			return nil, fmt.Errorf("gateway %v: %w", gw, err)
 		}
 		p.gateways = append(p.gateways, gw)
@@ -240,31 +240,13 @@ func NewRoute(targets []netip.Prefix) (*Policy, error) {
 
 func (p *Policy) addTargets(targets []netip.Prefix) error {
 	for _, t := range targets {
-		if !t.IsValid() {
-			return errors.New("target: invalid prefix")
-		}
-		t = t.Masked()
-		if !t.Addr().Is4() {
-			return fmt.Errorf("target %v: not an IPv4 prefix", t)
-		}
-		if t.Bits() == 32 {
-			if err := checkUnicast(t.Addr()); err != nil {
-				return fmt.Errorf("target %v: %w", t, err)
+		if err := CheckTarget(t); err != nil {
+			if !t.IsValid() {
+				return fmt.Errorf("target: %w", err)
 			}
+			return fmt.Errorf("target %v: %w", t.Masked(), err)
 		}
-		p.targets = append(p.targets, t)
-	}
-	return nil
-}
-
-func checkUnicast(a netip.Addr) error {
-	switch {
-	case !a.IsValid():
-		return errors.New("invalid address")
-	case a.Is4In6() || !a.Is4():
-		return errors.New("not an IPv4 address")
-	case badTarget(a):
-		return errors.New("not a unicast address (0.0.0.0, loopback, multicast or broadcast)")
+		p.targets = append(p.targets, t.Masked())
 	}
 	return nil
 }

@@ -237,15 +237,10 @@ func checkConfig(cfg *Config) error {
 	return nil
 }
 
-// checkOverride accepts a unicast, non-zero, 6-byte MAC.
+// checkOverride accepts what policy.CheckMAC accepts.
 func checkOverride(mac net.HardwareAddr) error {
-	switch {
-	case len(mac) != 6:
-		return fmt.Errorf("override MAC %v is not a 6-byte Ethernet address", mac)
-	case mac[0]&1 == 1:
-		return fmt.Errorf("override MAC %v is not a unicast address", mac)
-	case [6]byte(mac) == [6]byte{}:
-		return fmt.Errorf("override MAC %v is the zero address", mac)
+	if err := policy.CheckMAC(mac); err != nil {
+		return fmt.Errorf("override MAC %v: %w", mac, err)
 	}
 	return nil
 }
