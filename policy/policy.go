@@ -9,9 +9,8 @@
 // fixed set of addresses: the gateways and target prefixes. In RouteMode
 // (NewRoute) it answers what the kernel's proxy_arp would: any target the
 // host routes out an interface other than the one the request came in on.
-// The route is looked up by the caller, only when NeedsRoute says so, and
-// handed to Decide in Request.Route; the policy itself never looks anything
-// up.
+// The route is looked up through a Router the caller hands to Decide, only
+// when the answer hangs on it; the policy itself does no I/O.
 package policy
 
 import (
@@ -58,12 +57,21 @@ type Request struct {
 	// TargetOnLink is true when the host routes TargetIP back out the
 	// interface the request arrived on: the target lives on the
 	// requester's side of the link (its own address, as far as the host
-	// knows). The kernel's proxy_arp never answers those.
+	// knows). The kernel's proxy_arp never answers those. Only GatewayMode
+	// policies read it; RouteMode asks the Router.
 	TargetOnLink bool
-	// Route is the host's route to TargetIP for a packet from SenderIP
-	// arriving on the request's interface. Only RouteMode policies read
-	// it; the caller fills it in when NeedsRoute returns true.
-	Route RouteClass
+	// Ifindex is the interface the request arrived on: the input interface
+	// of a RouteMode policy's route lookup.
+	Ifindex int
+}
+
+// Router classifies the host's route for RouteMode policies: Decide asks it
+// for the route of a packet from src arriving on ifindex iif to dst.
+// internal/route.Cache implements it. Route is called on the hot path, from
+// every responder at once: it must be safe for concurrent use, not
+// allocate on a cache hit, and never block for long.
+type Router interface {
+	Route(iif int, src, dst netip.Addr) RouteClass
 }
 
 // Mode is how a Policy chooses the addresses it answers for.
@@ -104,7 +112,7 @@ func ParseMode(s string) (Mode, error) {
 type RouteClass uint8
 
 const (
-	// RouteUnknown: not looked up, or the lookup failed.
+	// RouteUnknown: the lookup failed.
 	RouteUnknown RouteClass = iota
 	// RouteElsewhere: a unicast route out an interface other than the
 	// request's. The kernel's proxy_arp answers these.
@@ -164,7 +172,7 @@ const (
 	// LocalAddress (route mode): the target is one of the host's own
 	// addresses, which the kernel answers itself.
 	LocalAddress
-	// RouteUnknown (route mode): the route could not be looked up.
+	// UnknownRoute (route mode): the route could not be looked up.
 	UnknownRoute
 
 	numVerdicts
@@ -266,8 +274,13 @@ func badTarget(a netip.Addr) bool {
 	return !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == broadcast4
 }
 
-// Decide returns the verdict for r. It never allocates.
-func (p *Policy) Decide(r *Request) Verdict {
+// Decide returns the verdict for r. A RouteMode policy asks rt for the
+// route to the target, once, and only when r passes every check that does
+// not depend on the route: probes, gratuitous requests and targets outside
+// the policy cost no lookup. A nil rt means no route can be looked up
+// (UnknownRoute). A GatewayMode policy never asks rt. Decide does not
+// allocate; a lookup costs what rt.Route costs.
+func (p *Policy) Decide(r *Request, rt Router) Verdict {
 	if v := p.precheck(r); v != Reply {
 		return v
 	}
@@ -277,7 +290,10 @@ func (p *Policy) Decide(r *Request) Verdict {
 		}
 		return Reply
 	}
-	switch r.Route {
+	if rt == nil {
+		return UnknownRoute
+	}
+	switch rt.Route(r.Ifindex, r.SenderIP, r.TargetIP) {
 	case RouteElsewhere:
 		return Reply
 	case RouteBack:
@@ -288,14 +304,6 @@ func (p *Policy) Decide(r *Request) Verdict {
 		return NoRoute
 	}
 	return UnknownRoute
-}
-
-// NeedsRoute reports whether Decide needs r.Route: the policy is in
-// RouteMode and r passes every check that does not depend on the route.
-// A caller looks the route up only then, so that probes, gratuitous
-// requests and targets outside the policy cost no lookup.
-func (p *Policy) NeedsRoute(r *Request) bool {
-	return p.mode == RouteMode && p.precheck(r) == Reply
 }
 
 // precheck applies the refusals that do not depend on the route.

@@ -38,7 +38,7 @@ func BenchmarkDecide(b *testing.B) {
 	req := &policy.Request{SenderMAC: [6]byte(podMAC), SenderIP: podIP, TargetIP: gateway, Delivery: policy.Broadcast}
 	b.ReportAllocs()
 	for b.Loop() {
-		if p.Decide(req) != policy.Reply {
+		if p.Decide(req, nil) != policy.Reply {
 			b.Fatal("not a reply")
 		}
 	}

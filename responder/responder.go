@@ -10,9 +10,9 @@
 // in place on the open socket).
 //
 // A route-mode policy (policy.NewRoute) decides from the host's route to the
-// target. The Responder asks Config.Router for it only when the policy says
-// the request needs it (policy.NeedsRoute): probes, gratuitous requests and
-// targets outside the policy cost no lookup.
+// target, which it asks Config.Router for only when the request's answer
+// hangs on it (policy.Decide): probes, gratuitous requests and targets
+// outside the policy cost no lookup.
 //
 // Replies are rate limited per interface (Config.RateLimit), so that a pod
 // flooding requests gets a bounded number of answers and costs a bounded
@@ -79,12 +79,12 @@ type Config struct {
 	// 10. It is ignored without a RateLimit.
 	RateBurst int
 	// Router classifies the host's route to a request's target for
-	// route-mode policies. It is asked only when the policy's NeedsRoute
-	// says so; without a Router such requests get policy.RouteUnknown
-	// (verdict route-unknown). It is fixed for the Responder's life:
+	// route-mode policies: the policy asks it (policy.Decide) only for
+	// requests whose answer hangs on the route. Without a Router those
+	// get the verdict route-unknown. It is fixed for the Responder's life:
 	// SetPolicy may switch between gateway and route mode, and the Router
 	// stays.
-	Router Router
+	Router policy.Router
 	// DryRun makes the Responder decide, rate limit, count and log at info
 	// level ("dry run: would reply") each reply it would send, and send
 	// nothing. Would-be replies are counted in Stats.DryRun, not in
@@ -97,16 +97,6 @@ type Config struct {
 	// without a timestamp (no or a short control message) is answered and
 	// not observed.
 	Latency Observer
-}
-
-// Router classifies routes for route-mode policies. internal/route.Cache
-// implements it.
-type Router interface {
-	// Route classifies the host's route for a packet from src arriving on
-	// ifindex iif to dst. It is called on the hot path from many
-	// responders at once: it must be safe for concurrent use, not
-	// allocate on a cache hit, and never block for long.
-	Route(iif int, src, dst netip.Addr) policy.RouteClass
 }
 
 // Observer receives latency observations, in seconds.
@@ -164,7 +154,7 @@ type Responder struct {
 	info  bool
 
 	// Fixed at creation (Config).
-	router  Router
+	router  policy.Router
 	dryRun  bool
 	latency Observer
 
@@ -264,6 +254,7 @@ func newResponder(t transport, cfg Config) *Responder {
 		dryRun:  cfg.DryRun,
 		latency: cfg.Latency,
 	}
+	r.preq.Ifindex = cfg.Index
 	s := &state{policy: cfg.Policy, onLink: slices.Clone(cfg.OnLink)}
 	copy(s.mac[:], cfg.MAC)
 	s.answer = s.mac
@@ -446,15 +437,11 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 		p.Delivery = policy.OtherHost
 	}
 	p.TargetOnLink = onLink(s.onLink, req.TPA)
-	p.Route = policy.RouteUnknown
-	if s.policy.NeedsRoute(p) && r.router != nil {
-		p.Route = r.router.Route(r.index, req.SPA, req.TPA)
-	}
-	v := s.policy.Decide(p)
+	v := s.policy.Decide(p, r.router)
 	if v != policy.Reply {
 		r.ignored[v].Add(1)
 		if r.debug {
-			r.log.Debug("ignored", "verdict", v, "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery, "route", p.Route)
+			r.log.Debug("ignored", "verdict", v, "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery)
 		}
 		return
 	}

@@ -354,7 +354,7 @@ func newCache(cfg Config, lk lookuper, subs subscriber) (*Cache, error) {
 
 // Route classifies the host's route for a packet from src arriving on
 // ifindex iif to dst (see the package documentation). It implements
-// responder.Router: a cache hit takes no lock but a read lock, makes no
+// policy.Router: a cache hit takes no lock but a read lock, makes no
 // system call and does not allocate. src and dst must be IPv4 addresses;
 // otherwise, and after Close, it returns policy.RouteUnknown.
 func (c *Cache) Route(iif int, src, dst netip.Addr) policy.RouteClass {
