@@ -20,7 +20,7 @@ import (
 //     a --mac override, those sent to the override MAC: unicast re-probes go
 //     to a MAC the kernel does not own. overrides holds the override MACs
 //     to let through (entries that are not 6 bytes long are skipped): one,
-//     or none, except while SetOverride changes it, when the filter passes
+//     or none, except while Apply changes it, when the filter passes
 //     the old and the new MAC for a moment;
 //   - VLAN-tagged frames never reach pxresp as such. The kernel takes the
 //     tag off before it hands the frame to a socket bound to ETH_P_ARP and,

@@ -59,8 +59,8 @@ func BenchmarkEncode(b *testing.B) {
 // BenchmarkHandle is the whole per-frame path of a Responder: decode,
 // classify, decide, encode and hand to the transport (a no-op here).
 func BenchmarkHandle(b *testing.B) {
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b),
-		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}})
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b),
+		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}}})
 	frame := request(podMAC, podIP, gateway, benchBcast)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -86,8 +86,8 @@ func BenchmarkHandleLatency(b *testing.B) {
 		{"histogram", newBenchHistogram()},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b),
-				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}, Latency: bc.obs})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b),
+				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}}, Latency: bc.obs})
 			frame := request(podMAC, podIP, gateway, benchBcast)
 			var rx int64
 			if bc.obs != nil {
@@ -122,7 +122,8 @@ func BenchmarkHandleFakeRouter(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			tr := newTableRouter()
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: routePolicy(b), Router: tr})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: routePolicy(b)},
+				Router: tr})
 			b.ReportAllocs()
 			for b.Loop() {
 				r.handle(bc.frame)
@@ -144,7 +145,8 @@ func BenchmarkHandleDryRun(b *testing.B) {
 	}{{"quiet", slog.LevelWarn}, {"logged", slog.LevelInfo}} {
 		b.Run(bc.name, func(b *testing.B) {
 			log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: bc.level}))
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b), Logger: log, DryRun: true})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b)},
+				Logger: log, DryRun: true})
 			frame := request(podMAC, podIP, gateway, benchBcast)
 			b.ReportAllocs()
 			for b.Loop() {

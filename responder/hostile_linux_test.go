@@ -253,7 +253,7 @@ func newHostileRig(t *testing.T, override net.HardwareAddr) *hostileRig {
 		if err != nil {
 			return err
 		}
-		h.r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, MAC: ifi.HardwareAddr, Override: override, Policy: pol})
+		h.r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, Settings: Settings{MAC: ifi.HardwareAddr, Override: override, Policy: pol}})
 		return err
 	})
 	if err != nil {

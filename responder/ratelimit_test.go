@@ -32,7 +32,8 @@ func TestLimiterFromConfig(t *testing.T) {
 		{1000, 3, time.Millisecond, 3},
 		{0, 5, 0, 0},
 	} {
-		r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), RateLimit: c.rate, RateBurst: c.burst})
+		r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+			RateLimit: c.rate, RateBurst: c.burst})
 		if iv, b := r.limit.Limit(); iv != c.interval || b != c.wantBurst {
 			t.Errorf("limiter from Config{RateLimit: %d, RateBurst: %d}: %v per token, burst %d; want %v, %d",
 				c.rate, c.burst, iv, b, c.interval, c.wantBurst)
@@ -41,7 +42,8 @@ func TestLimiterFromConfig(t *testing.T) {
 }
 
 func rateLimitedResponder(t testing.TB, f transport, rate, burst int) (*Responder, *fakeClock) {
-	cfg := Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), RateLimit: rate, RateBurst: burst}
+	cfg := Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+		RateLimit: rate, RateBurst: burst}
 	if err := checkConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,8 @@ func TestHandleRateLimitedDoesNotAllocate(t *testing.T) {
 		t.Errorf("%v allocs per answered request, %v per rate-limited one; want 0", allowed, limited)
 	}
 	// And with the real clock.
-	r = newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), RateLimit: 1000})
+	r = newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+		RateLimit: 1000})
 	if n := testing.AllocsPerRun(1000, func() { r.handle(gwRequest) }); n != 0 {
 		t.Errorf("%v allocs per request with the monotonic clock", n)
 	}
@@ -115,8 +118,9 @@ func BenchmarkHandleRateLimit(b *testing.B) {
 		rate, burst int
 	}{{"answered", 1 << 40, 0}, {"limited", 1000, 1}} {
 		b.Run(bc.name, func(b *testing.B) {
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b),
-				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}, RateLimit: bc.rate, RateBurst: bc.burst})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b),
+				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}},
+				RateLimit: bc.rate, RateBurst: bc.burst})
 			frame := request(podMAC, podIP, gateway, benchBcast)
 			b.ReportAllocs()
 			for b.Loop() {

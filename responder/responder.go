@@ -6,7 +6,7 @@
 // be ARP that are malformed, so they can be counted). For each request it
 // asks the policy for a verdict and, on policy.Reply, sends the reply the
 // kernel's proxy_arp would send: unicast to the requester, from the
-// interface's current MAC (or the override MAC, which SetOverride changes
+// interface's current MAC (or the override MAC, which Apply changes
 // in place on the open socket).
 //
 // A route-mode policy (policy.NewRoute) decides from the host's route to the
@@ -31,6 +31,7 @@
 package responder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,17 +48,16 @@ import (
 	"github.com/pxresp/pxresp/policy"
 )
 
-// Config describes the interface a Responder serves and what it answers.
-type Config struct {
-	// Index and Name identify the interface. Index is what the socket binds
-	// to; Name is for logs.
-	Index int
-	Name  string
-	// MAC is the interface's current hardware address. Unicast requests
-	// sent to it are answered, and replies carry it unless Override is set.
+// Settings are what a Responder answers with: Listen takes them in Config,
+// Apply changes them in place on the open socket.
+type Settings struct {
+	// MAC is the interface's current hardware address, 6 bytes. Unicast
+	// requests sent to it are answered, and replies carry it unless
+	// Override is set.
 	MAC net.HardwareAddr
-	// Override, if set, is the MAC to answer with instead of MAC (--mac).
-	// Unicast requests sent to it are answered too.
+	// Override, if set, is the MAC to answer with instead of MAC (--mac, a
+	// rule's mac); it must pass policy.CheckMAC. Unicast requests sent to
+	// it are answered too.
 	Override net.HardwareAddr
 	// Policy decides which requests to answer. Required.
 	Policy *policy.Policy
@@ -65,6 +65,31 @@ type Config struct {
 	// request for an address in them is the requester's own side of the
 	// link, and is never answered.
 	OnLink []netip.Prefix
+}
+
+// check reports what is wrong with s, naming the value.
+func (s *Settings) check() error {
+	switch {
+	case s.Policy == nil:
+		return errors.New("no policy")
+	case len(s.MAC) != 6:
+		return fmt.Errorf("MAC %v: not a 6-byte Ethernet address", s.MAC)
+	case len(s.Override) > 0:
+		if err := policy.CheckMAC(s.Override); err != nil {
+			return fmt.Errorf("override MAC %v: %w", s.Override, err)
+		}
+	}
+	return nil
+}
+
+// Config describes the interface a Responder serves and what it answers.
+type Config struct {
+	// Index and Name identify the interface. Index is what the socket binds
+	// to; Name is for logs.
+	Index int
+	Name  string
+	// Settings are what it answers with at first; Apply changes them.
+	Settings
 	// Logger receives per-frame debug records and warnings; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -82,7 +107,7 @@ type Config struct {
 	// route-mode policies: the policy asks it (policy.Decide) only for
 	// requests whose answer hangs on the route. Without a Router those
 	// get the verdict route-unknown. It is fixed for the Responder's life:
-	// SetPolicy may switch between gateway and route mode, and the Router
+	// Apply may switch between gateway and route mode, and the Router
 	// stays.
 	Router policy.Router
 	// DryRun makes the Responder decide, rate limit, count and log at info
@@ -139,7 +164,41 @@ type state struct {
 	answer   [6]byte // the MAC replies carry
 	policy   *policy.Policy
 	onLink   []netip.Prefix
-	override bool
+	override bool // answer is an override MAC
+}
+
+// newState returns the state of s, which check accepted.
+func newState(s *Settings) *state {
+	st := &state{policy: s.Policy, onLink: slices.Clone(s.OnLink)}
+	copy(st.mac[:], s.MAC)
+	var ov net.HardwareAddr
+	if len(s.Override) > 0 {
+		ov = s.Override
+	}
+	st.setOverride(ov)
+	return st
+}
+
+// setOverride makes replies carry ov, or with a nil ov the interface's MAC.
+func (s *state) setOverride(ov net.HardwareAddr) {
+	if ov == nil {
+		s.answer, s.override = s.mac, false
+		return
+	}
+	s.answer, s.override = [6]byte(ov), true
+}
+
+// overrideMAC returns a copy of the override MAC, or nil if there is none.
+func (s *state) overrideMAC() net.HardwareAddr {
+	if !s.override {
+		return nil
+	}
+	return slices.Clone(s.answer[:])
+}
+
+func (s *state) equal(o *state) bool {
+	return s.mac == o.mac && s.answer == o.answer && s.override == o.override &&
+		s.policy == o.policy && slices.Equal(s.onLink, o.onLink)
 }
 
 // Responder answers ARP requests on one interface. Create it with Listen
@@ -159,7 +218,7 @@ type Responder struct {
 	latency Observer
 
 	st atomic.Pointer[state]
-	mu sync.Mutex // serialises the Set methods' read-modify-write of st
+	mu sync.Mutex // serialises Apply
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -212,25 +271,11 @@ func Listen(cfg Config) (*Responder, error) {
 }
 
 func checkConfig(cfg *Config) error {
-	switch {
-	case cfg.Index <= 0:
+	if cfg.Index <= 0 {
 		return fmt.Errorf("responder for %q: invalid ifindex %d", cfg.Name, cfg.Index)
-	case cfg.Policy == nil:
-		return fmt.Errorf("responder for %q: no policy", cfg.Name)
-	case len(cfg.MAC) != 6:
-		return fmt.Errorf("responder for %q: MAC %v is not a 6-byte Ethernet address", cfg.Name, cfg.MAC)
-	case cfg.Override != nil:
-		if err := checkOverride(cfg.Override); err != nil {
-			return fmt.Errorf("responder for %q: %w", cfg.Name, err)
-		}
 	}
-	return nil
-}
-
-// checkOverride accepts what policy.CheckMAC accepts.
-func checkOverride(mac net.HardwareAddr) error {
-	if err := policy.CheckMAC(mac); err != nil {
-		return fmt.Errorf("override MAC %v: %w", mac, err)
+	if err := cfg.Settings.check(); err != nil {
+		return fmt.Errorf("responder for %q: %w", cfg.Name, err)
 	}
 	return nil
 }
@@ -255,100 +300,56 @@ func newResponder(t transport, cfg Config) *Responder {
 		latency: cfg.Latency,
 	}
 	r.preq.Ifindex = cfg.Index
-	s := &state{policy: cfg.Policy, onLink: slices.Clone(cfg.OnLink)}
-	copy(s.mac[:], cfg.MAC)
-	s.answer = s.mac
-	if cfg.Override != nil {
-		copy(s.answer[:], cfg.Override)
-		s.override = true
-	}
-	r.st.Store(s)
+	r.st.Store(newState(&cfg.Settings))
 	return r
 }
 
-// update applies fn to a copy of the current state and publishes it.
-func (r *Responder) update(fn func(*state)) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := *r.st.Load()
-	fn(&s)
-	r.st.Store(&s)
-}
-
-// SetMAC records the interface's new hardware address. The next reply
-// carries it (unless an override MAC is configured). A mac that is not 6
-// bytes long is ignored.
-func (r *Responder) SetMAC(mac net.HardwareAddr) {
-	if len(mac) != 6 {
-		r.log.Warn("ignoring MAC that is not 6 bytes", "mac", mac)
-		return
-	}
-	r.update(func(s *state) {
-		copy(s.mac[:], mac)
-		if !s.override {
-			s.answer = s.mac
-		}
-	})
-}
-
-// SetOverride changes the MAC replies carry in place of the interface's own
-// (Config.Override, --mac), or with a nil (or empty) mac clears it: replies
-// then carry the interface's MAC again. A mac that is not a 6-byte unicast,
-// non-zero address is an error, and changes nothing.
+// Apply makes s the Responder's settings, in place: the socket stays open.
+// It works out what changed and does only that; settings equal to the
+// current ones change nothing. The next request is decided and answered
+// under s. Settings that are not valid (no policy, a MAC that is not 6
+// bytes, an override that policy.CheckMAC refuses) are an error, and change
+// nothing. Apply is safe to call from any goroutine, concurrently with
+// Serve.
 //
-// The socket stays open: its BPF filter, which lets through frames for other
-// hosts only when they are sent to the override MAC, is replaced in place,
-// first by one that passes both the old and the new override, then, once
-// the next reply carries the new MAC, by one that passes only the new one.
-// No request to the new MAC (which a pod learns only from a reply carrying
-// it) or broadcast is lost on the way; a request still sent to the old
-// override MAC is not answered (counted not-for-us if it was already
-// queued, dropped by the filter after that).
-func (r *Responder) SetOverride(mac net.HardwareAddr) error {
-	if len(mac) == 0 {
-		mac = nil
-	} else if err := checkOverride(mac); err != nil {
+// When the override MAC changes (set, changed or cleared), the socket's BPF
+// filter, which lets through frames for other hosts only when they are
+// sent to the override MAC, is replaced in place: first by one that passes
+// both the old and the new override, then, once the next reply carries the
+// new MAC, by one that passes only the new one. No request to the new MAC
+// (which a pod learns only from a reply carrying it) or broadcast is lost
+// on the way; a request still sent to the old override MAC is not answered
+// (counted not-for-us if it was already queued, dropped by the filter
+// after that). If the first filter cannot be attached, the rest of s is
+// applied, the old override stays, and Apply returns the error; if the
+// second cannot, the new override is in use, the filter still passes the
+// old one too, and Apply returns the error.
+func (r *Responder) Apply(s Settings) error {
+	if err := s.check(); err != nil {
 		return fmt.Errorf("%s: %w", r.name, err)
 	}
-	mac = slices.Clone(mac)
+	next := newState(&s)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := *r.st.Load()
-	var old net.HardwareAddr
-	if s.override {
-		old = slices.Clone(s.answer[:])
+	cur := r.st.Load()
+	if next.equal(cur) {
+		return nil
 	}
-	if err := r.t.setFilter(old, mac); err != nil {
+	oldOv, newOv := cur.overrideMAC(), next.overrideMAC()
+	if bytes.Equal(oldOv, newOv) {
+		r.st.Store(next)
+		return nil
+	}
+	if err := r.t.setFilter(oldOv, newOv); err != nil {
+		next.setOverride(oldOv)
+		r.st.Store(next)
 		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
 	}
-	if mac != nil {
-		s.answer, s.override = [6]byte(mac), true
-	} else {
-		s.answer, s.override = s.mac, false
-	}
-	r.st.Store(&s)
-	if err := r.t.setFilter(mac); err != nil {
-		// The new MAC is in use and the filter passes it; it passes the
-		// old one too, and such frames are counted not-for-us.
+	r.st.Store(next)
+	if err := r.t.setFilter(newOv); err != nil {
 		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
 	}
 	return nil
-}
-
-// SetPolicy replaces the policy; the next request is decided by p. A nil
-// policy is ignored. It may switch between gateway and route mode: the
-// Router from Config serves route mode.
-func (r *Responder) SetPolicy(p *policy.Policy) {
-	if p == nil {
-		return
-	}
-	r.update(func(s *state) { s.policy = p })
-}
-
-// SetOnLink replaces the prefixes routed out this interface.
-func (r *Responder) SetOnLink(prefixes []netip.Prefix) {
-	prefixes = slices.Clone(prefixes)
-	r.update(func(s *state) { s.onLink = prefixes })
 }
 
 // MAC returns the hardware address replies currently carry.

@@ -53,7 +53,8 @@ func listenIn(t *testing.T, tp *topo.Topology, p *topo.Pod, pol *policy.Policy, 
 		if err != nil {
 			return err
 		}
-		r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, MAC: ifi.HardwareAddr, Policy: pol, OnLink: onLink})
+		r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, Settings: Settings{MAC: ifi.HardwareAddr, Policy: pol,
+			OnLink: onLink}})
 		return err
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -121,7 +122,7 @@ func gwPolicy(t testing.TB) *policy.Policy {
 }
 
 func newTestResponder(t testing.TB, f transport) *Responder {
-	cfg := Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t)}
+	cfg := Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)}}
 	if err := checkConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -196,11 +197,25 @@ var (
 	gwRequest = request(podMAC, podIP, gateway, bcast)
 )
 
-func TestSetMACIsUsedInTheNextReply(t *testing.T) {
+// change applies r's current settings as mod changes them, the way the
+// daemon applies a link's or a rule's change: every setting at once.
+func change(r *Responder, mod func(*Settings)) error {
+	st := r.st.Load()
+	s := Settings{MAC: slices.Clone(st.mac[:]), Policy: st.policy, OnLink: slices.Clone(st.onLink)}
+	if st.override {
+		s.Override = slices.Clone(st.answer[:])
+	}
+	mod(&s)
+	return r.Apply(s)
+}
+
+func TestApplyMACIsUsedInTheNextReply(t *testing.T) {
 	f := newFake()
 	r := newTestResponder(t, f)
 	newMAC := net.HardwareAddr{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
-	r.SetMAC(newMAC)
+	if err := change(r, func(s *Settings) { s.MAC = newMAC }); err != nil {
+		t.Fatal(err)
+	}
 	r.handle(gwRequest)
 	// A unicast re-probe to the old MAC is now for another host.
 	r.handle(request(podMAC, podIP, gateway, hostMAC))
@@ -217,20 +232,26 @@ func TestSetMACIsUsedInTheNextReply(t *testing.T) {
 	if got := r.Stats().Ignored[policy.NotForUs]; got != 1 {
 		t.Errorf("not-for-us = %d, want 1", got)
 	}
-	r.SetMAC(net.HardwareAddr{1, 2, 3}) // ignored
+	err := change(r, func(s *Settings) { s.MAC = net.HardwareAddr{1, 2, 3} })
+	if err == nil || !strings.Contains(err.Error(), "calitest") || !strings.Contains(err.Error(), "01:02:03") {
+		t.Errorf("Apply with a 3-byte MAC = %v, want an error naming the interface and the MAC", err)
+	}
 	if !bytes.Equal(r.MAC(), newMAC) {
-		t.Errorf("MAC() = %v after a bad SetMAC, want %v", r.MAC(), newMAC)
+		t.Errorf("MAC() = %v after a bad Apply, want %v", r.MAC(), newMAC)
 	}
 }
 
 func TestOverrideMAC(t *testing.T) {
 	f := newFake()
 	override := net.HardwareAddr{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Override: override, Policy: gwPolicy(t)})
+	r := newResponder(f, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Override: override, Policy: gwPolicy(t)}})
 	r.handle(gwRequest)
 	r.handle(request(podMAC, podIP, gateway, override)) // unicast to the override
 	r.handle(request(podMAC, podIP, gateway, hostMAC))  // unicast to the device MAC
-	r.SetMAC(net.HardwareAddr{0x02, 0, 0, 0, 0, 9})     // the device MAC changes; the override stays
+	// The device MAC changes; the override stays.
+	if err := change(r, func(s *Settings) { s.MAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 9} }); err != nil {
+		t.Fatal(err)
+	}
 	r.handle(gwRequest)
 	sent := f.takeSent()
 	if len(sent) != 4 {
@@ -243,7 +264,7 @@ func TestOverrideMAC(t *testing.T) {
 	}
 }
 
-func TestSetPolicyAndOnLink(t *testing.T) {
+func TestApplyPolicyAndOnLink(t *testing.T) {
 	f := newFake()
 	r := newTestResponder(t, f)
 	podB := netip.MustParseAddr("10.244.0.3")
@@ -252,10 +273,16 @@ func TestSetPolicyAndOnLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.SetPolicy(p)
-	r.SetPolicy(nil) // ignored
+	if err := change(r, func(s *Settings) { s.Policy = p }); err != nil {
+		t.Fatal(err)
+	}
+	if err := change(r, func(s *Settings) { s.Policy = nil }); err == nil || !strings.Contains(err.Error(), "no policy") {
+		t.Errorf("Apply without a policy = %v, want an error", err)
+	}
 	r.handle(request(podMAC, podIP, podB, bcast))
-	r.SetOnLink([]netip.Prefix{netip.MustParsePrefix("10.244.0.3/32")})
+	if err := change(r, func(s *Settings) { s.OnLink = []netip.Prefix{netip.MustParsePrefix("10.244.0.3/32")} }); err != nil {
+		t.Fatal(err)
+	}
 	r.handle(request(podMAC, podIP, podB, bcast))
 	st := r.Stats()
 	if st.Ignored[policy.NotTarget] != 1 || st.Replies != 1 || st.Ignored[policy.OwnAddress] != 1 {
@@ -276,10 +303,10 @@ func TestSendErrorIsCounted(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	p := gwPolicy(t)
 	for _, cfg := range []Config{
-		{Index: 0, Name: "x", MAC: hostMAC, Policy: p},
-		{Index: 1, Name: "x", MAC: hostMAC},
-		{Index: 1, Name: "x", MAC: net.HardwareAddr{1, 2}, Policy: p},
-		{Index: 1, Name: "x", MAC: hostMAC, Override: net.HardwareAddr{1}, Policy: p},
+		{Index: 0, Name: "x", Settings: Settings{MAC: hostMAC, Policy: p}},
+		{Index: 1, Name: "x", Settings: Settings{MAC: hostMAC}},
+		{Index: 1, Name: "x", Settings: Settings{MAC: net.HardwareAddr{1, 2}, Policy: p}},
+		{Index: 1, Name: "x", Settings: Settings{MAC: hostMAC, Override: net.HardwareAddr{1}, Policy: p}},
 	} {
 		if _, err := Listen(cfg); err == nil || !strings.Contains(err.Error(), `"x"`) {
 			t.Errorf("Listen(%+v) error = %v, want one naming the interface", cfg, err)
@@ -360,8 +387,8 @@ func TestServeReturnsTransportFailure(t *testing.T) {
 }
 
 func TestHandleDoesNotAllocate(t *testing.T) {
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t),
-		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}})
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t),
+		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}}})
 	for _, c := range loadFrameCases(t) {
 		if n := testing.AllocsPerRun(50, func() { r.handle(c.In) }); n != 0 {
 			t.Errorf("%s: %v allocs per frame", c.Name, n)

@@ -1,11 +1,9 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -60,10 +58,7 @@ type daemon struct {
 type server interface {
 	Serve(context.Context) error
 	Close() error
-	SetMAC(net.HardwareAddr)
-	SetOnLink([]netip.Prefix)
-	SetPolicy(*policy.Policy)
-	SetOverride(net.HardwareAddr) error
+	Apply(responder.Settings) error
 	Stats() responder.Stats
 	Bound() bool
 }
@@ -110,25 +105,23 @@ func (d *daemon) handle(ev ifwatch.Event) {
 			d.attach(l)
 			return
 		}
+		r := a.rule
 		if l.Name != a.link.Name {
 			// A rename can move the interface to another rule, or out
 			// of every rule.
-			r := d.cfg.Match(l.Name)
-			if r == nil {
+			if r = d.cfg.Match(l.Name); r == nil {
 				d.detach(a.link)
 				return
 			}
-			d.apply(a, r)
 		}
 		if l.MAC.String() != a.link.MAC.String() {
 			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
-			a.srv.SetMAC(l.MAC)
 		}
 		if l.Name != a.link.Name || l.Up != a.link.Up {
 			d.log.Info("link changed", "iface", l.Name, "ifindex", l.Index, "up", l.Up)
 		}
-		a.srv.SetOnLink(l.OnLink)
 		a.link = l
+		d.apply(a, r)
 	case ifwatch.Detach:
 		d.detach(l)
 	}
@@ -146,8 +139,7 @@ func (d *daemon) attach(l ifwatch.Link) {
 		return
 	}
 	srv, err := d.listen(responder.Config{
-		Index: l.Index, Name: l.Name, MAC: l.MAC, Override: r.MAC,
-		Policy: r.Policy(), OnLink: l.OnLink, Logger: d.log, RateLimit: d.rateLimit,
+		Index: l.Index, Name: l.Name, Settings: settings(l, r), Logger: d.log, RateLimit: d.rateLimit,
 		Router: &d.router, DryRun: d.dryRun, Latency: d.latency,
 	})
 	if err != nil {
@@ -172,15 +164,19 @@ func (d *daemon) attach(l ifwatch.Link) {
 	d.checkSysctls(a)
 }
 
-// apply makes a serve rule r, in place: the listener keeps its socket.
+// settings are what a listener on l answers with under rule r.
+func settings(l ifwatch.Link, r *config.Rule) responder.Settings {
+	return responder.Settings{MAC: l.MAC, Override: r.MAC, Policy: r.Policy(), OnLink: l.OnLink}
+}
+
+// apply makes a serve rule r on its link a.link, in place: the listener
+// keeps its socket, and changes what differs.
 func (d *daemon) apply(a *attachment, r *config.Rule) {
-	a.srv.SetPolicy(r.Policy())
-	if !bytes.Equal(a.rule.MAC, r.MAC) {
-		if err := a.srv.SetOverride(r.MAC); err != nil {
-			// config validated the MAC, so only the socket can fail:
-			// the link is going away, and a Detach follows.
-			d.log.Error("changing the answer MAC failed", "iface", a.link.Name, "mac", r.MAC.String(), "err", err)
-		}
+	if err := a.srv.Apply(settings(a.link, r)); err != nil {
+		// config validated the rule and the listener the link, so only
+		// the socket can fail: the link is going away, and a Detach
+		// follows.
+		d.log.Error("updating the listener failed", "iface", a.link.Name, "ifindex", a.link.Index, "mac", r.MAC.String(), "err", err)
 	}
 	if a.rule.Name != r.Name || a.rule.Mode != r.Mode {
 		d.log.Info("rule changed", "iface", a.link.Name, "ifindex", a.link.Index, "rule", r.Name, "mode", r.Mode.String())

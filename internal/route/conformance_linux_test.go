@@ -511,8 +511,8 @@ func (n *confNet) pxrespRun(t *testing.T, reqs []confReq, cache *Cache) (map[req
 		var r *responder.Responder
 		if err := n.host.Do(func() error {
 			var err error
-			r, err = responder.Listen(responder.Config{Index: c.ifindex, Name: c.hostIf, MAC: c.hostMAC,
-				Policy: pol, Router: cache, Logger: testLogger(t)})
+			r, err = responder.Listen(responder.Config{Index: c.ifindex, Name: c.hostIf, Settings: responder.Settings{MAC: c.hostMAC, Policy: pol},
+				Router: cache, Logger: testLogger(t)})
 			return err
 		}); err != nil {
 			t.Fatal(err)
