@@ -157,6 +157,21 @@ type Stats struct {
 	DryRun uint64
 }
 
+// Add adds o's counters to s, so that s sums several Responders' (or one
+// Responder's over several lives).
+func (s *Stats) Add(o Stats) {
+	s.Requests += o.Requests
+	s.Replies += o.Replies
+	for i := range o.Ignored {
+		s.Ignored[i] += o.Ignored[i]
+	}
+	s.Malformed += o.Malformed
+	s.SendErrors += o.SendErrors
+	s.ReadErrors += o.ReadErrors
+	s.RateLimited += o.RateLimited
+	s.DryRun += o.DryRun
+}
+
 // state is what the hot path reads: swapped as a whole, read with one atomic
 // load per frame.
 type state struct {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -287,6 +289,50 @@ func TestApplyPolicyAndOnLink(t *testing.T) {
 	st := r.Stats()
 	if st.Ignored[policy.NotTarget] != 1 || st.Replies != 1 || st.Ignored[policy.OwnAddress] != 1 {
 		t.Errorf("stats %+v: want one not-a-target, one reply, one own-address", st)
+	}
+}
+
+// TestStatsAdd: Add sums every counter, so that a counter added to Stats
+// cannot be left out of the daemon's sums.
+func TestStatsAdd(t *testing.T) {
+	var a, b Stats
+	va, vb := reflect.ValueOf(&a).Elem(), reflect.ValueOf(&b).Elem()
+	n := uint64(1)
+	var fill func(x, y reflect.Value)
+	fill = func(x, y reflect.Value) {
+		switch x.Kind() {
+		case reflect.Uint64:
+			x.SetUint(n)
+			y.SetUint(1000 * n)
+			n++
+		case reflect.Array:
+			for i := range x.Len() {
+				fill(x.Index(i), y.Index(i))
+			}
+		default:
+			t.Fatalf("Stats has a %v: teach this test and Add about it", x.Type())
+		}
+	}
+	for i := range va.NumField() {
+		fill(va.Field(i), vb.Field(i))
+	}
+	sum := a
+	sum.Add(b)
+	var check func(s, x, y reflect.Value, name string)
+	check = func(s, x, y reflect.Value, name string) {
+		if s.Kind() == reflect.Array {
+			for i := range s.Len() {
+				check(s.Index(i), x.Index(i), y.Index(i), fmt.Sprintf("%s[%d]", name, i))
+			}
+			return
+		}
+		if s.Uint() != x.Uint()+y.Uint() {
+			t.Errorf("Add: %s = %d, want %d", name, s.Uint(), x.Uint()+y.Uint())
+		}
+	}
+	vs := reflect.ValueOf(sum)
+	for i := range vs.NumField() {
+		check(vs.Field(i), va.Field(i), vb.Field(i), vs.Type().Field(i).Name)
 	}
 }
 

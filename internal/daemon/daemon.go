@@ -211,7 +211,7 @@ func (d *daemon) detach(l ifwatch.Link) {
 		st := a.srv.Stats()
 		d.mu.Lock()
 		delete(d.closingSet, a)
-		addStats(&d.retired, st)
+		d.retired.Add(st)
 		d.detaches++
 		d.mu.Unlock()
 		d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
@@ -279,15 +279,14 @@ func (d *daemon) snapshot() snapshot {
 	s := snapshot{Responders: d.retired, Attached: len(d.attached),
 		Attaches: d.attaches, Detaches: d.detaches, AttachErrors: d.attachErrs}
 	for _, a := range d.attached {
-		addStats(&s.Responders, a.srv.Stats())
+		s.Responders.Add(a.srv.Stats())
 	}
 	for a := range d.closingSet {
-		addStats(&s.Responders, a.srv.Stats())
+		s.Responders.Add(a.srv.Stats())
 	}
 	if c := d.router.cache(); c != nil {
 		st := c.Stats()
-		s.Route = &routeStats{Hits: st.Hits, Misses: st.Misses, Limited: st.Limited, Errors: st.Errors,
-			Fallbacks: st.Fallbacks, Invalidations: st.Invalidations, Resyncs: st.Resyncs, Entries: st.Entries}
+		s.Route = &st
 	}
 	return s
 }
@@ -335,19 +334,6 @@ func (r *routerRef) close() {
 	if c := r.p.Swap(nil); c != nil {
 		_ = c.Close()
 	}
-}
-
-func addStats(dst *responder.Stats, s responder.Stats) {
-	dst.Requests += s.Requests
-	dst.Replies += s.Replies
-	dst.DryRun += s.DryRun
-	for i := range s.Ignored {
-		dst.Ignored[i] += s.Ignored[i]
-	}
-	dst.Malformed += s.Malformed
-	dst.SendErrors += s.SendErrors
-	dst.ReadErrors += s.ReadErrors
-	dst.RateLimited += s.RateLimited
 }
 
 // run serves the interfaces w selects until the daemon's context is done,

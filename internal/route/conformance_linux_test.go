@@ -527,14 +527,7 @@ func (n *confNet) pxrespRun(t *testing.T, reqs []confReq, cache *Cache) (map[req
 	got := n.send(t, reqs)
 	var sum responder.Stats
 	for _, r := range rs {
-		s := r.Stats()
-		sum.Requests += s.Requests
-		sum.Replies += s.Replies
-		sum.RateLimited += s.RateLimited
-		sum.SendErrors += s.SendErrors
-		for v := range s.Ignored {
-			sum.Ignored[v] += s.Ignored[v]
-		}
+		sum.Add(r.Stats())
 		if err := r.Close(); err != nil {
 			t.Error(err)
 		}
