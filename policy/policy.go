@@ -1,16 +1,3 @@
-// Package policy decides whether an ARP request deserves a proxy reply.
-//
-// It is pure: no I/O, no logging, no clocks. The same Verdict value serves
-// tests, logs and metrics. The built-in refusals mirror what the Linux
-// kernel's proxy_arp never answers (net/ipv4/arp.c, arp_process) and apply
-// whatever targets are configured.
-//
-// A Policy works in one of two modes. In GatewayMode (New) it answers a
-// fixed set of addresses: the gateways and target prefixes. In RouteMode
-// (NewRoute) it answers what the kernel's proxy_arp would: any target the
-// host routes out an interface other than the one the request came in on.
-// The route is looked up through a Router the caller hands to Decide, only
-// when the answer hangs on it; the policy itself does no I/O.
 package policy
 
 import (
