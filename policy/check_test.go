@@ -7,40 +7,33 @@ import (
 	"testing"
 )
 
-func TestCheckUnicast(t *testing.T) {
+// TestCheckAddresses: the address classes of gateways and targets.
+func TestCheckAddresses(t *testing.T) {
+	addr, prefix := netip.MustParseAddr, netip.MustParsePrefix
 	for _, c := range []struct {
-		addr netip.Addr
+		what string
+		err  error
 		want string // a part of the error; "" for none
 	}{
-		{netip.MustParseAddr("169.254.1.1"), ""},
-		{netip.MustParseAddr("10.244.0.2"), ""},
-		{netip.Addr{}, "invalid address"},
-		{netip.MustParseAddr("fe80::1"), "not an IPv4 address"},
-		{netip.MustParseAddr("::ffff:10.0.0.1"), "not an IPv4 address"},
-		{netip.MustParseAddr("0.0.0.0"), "not a unicast address"},
-		{netip.MustParseAddr("127.0.0.1"), "not a unicast address"},
-		{netip.MustParseAddr("224.0.0.1"), "not a unicast address"},
-		{netip.MustParseAddr("255.255.255.255"), "not a unicast address"},
+		{"gateway", CheckUnicast(addr("169.254.1.1")), ""},
+		{"pod", CheckUnicast(addr("10.244.0.2")), ""},
+		{"zero Addr", CheckUnicast(netip.Addr{}), "invalid address"},
+		{"IPv6", CheckUnicast(addr("fe80::1")), "not an IPv4 address"},
+		{"IPv4-mapped", CheckUnicast(addr("::ffff:10.0.0.1")), "not an IPv4 address"},
+		{"0.0.0.0", CheckUnicast(addr("0.0.0.0")), "not a unicast address"},
+		{"loopback", CheckUnicast(addr("127.0.0.1")), "not a unicast address"},
+		{"multicast", CheckUnicast(addr("224.0.0.1")), "not a unicast address"},
+		{"broadcast", CheckUnicast(addr("255.255.255.255")), "not a unicast address"},
+		{"target prefix", CheckTarget(prefix("10.244.0.0/16")), ""},
+		{"unmasked target prefix", CheckTarget(prefix("10.244.3.4/16")), ""},
+		{"everything", CheckTarget(prefix("0.0.0.0/0")), ""},
+		{"target address", CheckTarget(prefix("10.244.0.2/32")), ""},
+		{"zero Prefix", CheckTarget(netip.Prefix{}), "invalid prefix"},
+		{"IPv6 prefix", CheckTarget(prefix("2001:db8::/32")), "not an IPv4 prefix"},
+		{"multicast target address", CheckTarget(prefix("224.0.0.1/32")), "not a unicast address"},
+		{"loopback target address", CheckTarget(prefix("127.0.0.1/32")), "not a unicast address"},
 	} {
-		checkErr(t, "CheckUnicast("+c.addr.String()+")", CheckUnicast(c.addr), c.want)
-	}
-}
-
-func TestCheckTarget(t *testing.T) {
-	for _, c := range []struct {
-		prefix netip.Prefix
-		want   string
-	}{
-		{netip.MustParsePrefix("10.244.0.0/16"), ""},
-		{netip.MustParsePrefix("10.244.3.4/16"), ""}, // unmasked is fine
-		{netip.MustParsePrefix("0.0.0.0/0"), ""},
-		{netip.MustParsePrefix("10.244.0.2/32"), ""},
-		{netip.Prefix{}, "invalid prefix"},
-		{netip.MustParsePrefix("2001:db8::/32"), "not an IPv4 prefix"},
-		{netip.MustParsePrefix("224.0.0.1/32"), "not a unicast address"},
-		{netip.MustParsePrefix("127.0.0.1/32"), "not a unicast address"},
-	} {
-		checkErr(t, "CheckTarget("+c.prefix.String()+")", CheckTarget(c.prefix), c.want)
+		checkErr(t, c.what, c.err, c.want)
 	}
 }
 
