@@ -99,7 +99,7 @@ func Decode(b []byte, f *Frame) error {
 // (Broadcast for a first request, the owner's MAC for a re-probe), with a
 // zero target hardware address, and returns b[:Len].
 func EncodeRequest(b []byte, dst, sha [6]byte, spa, tpa netip.Addr) []byte {
-	b = header(b, dst, sha, OpRequest)
+	b = header(b, &dst, &sha, OpRequest)
 	copy(b[OffSHA:], sha[:])
 	putAddr(b[OffSPA:], spa)
 	clear(b[OffTHA : OffTHA+6])
@@ -113,7 +113,7 @@ func EncodeRequest(b []byte, dst, sha [6]byte, spa, tpa netip.Addr) []byte {
 // address, from mac, claiming the requested address for mac. It returns
 // b[:Len].
 func EncodeReply(b []byte, req *Frame, mac [6]byte) []byte {
-	b = header(b, req.SHA, mac, OpReply)
+	b = header(b, &req.SHA, &mac, OpReply)
 	copy(b[OffSHA:], mac[:])
 	putAddr(b[OffSPA:], req.TPA)
 	copy(b[OffTHA:], req.SHA[:])
@@ -122,7 +122,7 @@ func EncodeReply(b []byte, req *Frame, mac [6]byte) []byte {
 }
 
 // header writes the Ethernet header and the fixed ARP fields.
-func header(b []byte, dst, src [6]byte, op uint16) []byte {
+func header(b []byte, dst, src *[6]byte, op uint16) []byte {
 	b = b[:Len]
 	copy(b[OffEthDst:], dst[:])
 	copy(b[OffEthSrc:], src[:])
