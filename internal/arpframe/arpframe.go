@@ -97,7 +97,8 @@ func Decode(b []byte, f *Frame) error {
 // EncodeRequest writes into b (at least Len bytes) the request a Linux host
 // sends, "who-has tpa tell spa", from sha to the Ethernet destination dst
 // (Broadcast for a first request, the owner's MAC for a re-probe), with a
-// zero target hardware address, and returns b[:Len].
+// zero target hardware address, and returns b[:Len]. spa and tpa must be
+// IPv4 addresses.
 func EncodeRequest(b []byte, dst, sha [6]byte, spa, tpa netip.Addr) []byte {
 	b = header(b, &dst, &sha, OpRequest)
 	copy(b[OffSHA:], sha[:])
