@@ -33,7 +33,8 @@ type Settings struct {
 	Policy *policy.Policy
 	// OnLink holds the prefixes the host routes out this interface: a
 	// request for an address in them is the requester's own side of the
-	// link, and is never answered.
+	// link, and a gateway-mode policy never answers it (route mode asks
+	// the Router instead).
 	OnLink []netip.Prefix
 }
 
