@@ -37,12 +37,13 @@ test:
 
 # Each fuzz target for FUZZTIME (make test runs them for 10s; longer runs:
 # make fuzz FUZZTIME=10m). The committed seed corpus is testdata/arp-frames.txt
-# plus responder/testdata/fuzz/; go test keeps what a run finds in GOCACHE
-# (copy from $(go env GOCACHE)/fuzz/... to keep it), and writes a failing
-# input to responder/testdata/fuzz/, failing the run.
+# plus each package's testdata/fuzz/ (internal/arpframe, responder); go test
+# keeps what a run finds in GOCACHE (copy from $(go env GOCACHE)/fuzz/... to
+# keep it), and writes a failing input to the package's testdata/fuzz/,
+# failing the run.
 FUZZTIME ?= 1m
 # Each entry is PACKAGE:TARGET.
-FUZZ_TARGETS := ./responder:FuzzDecode ./responder:FuzzReply ./internal/config:FuzzParse
+FUZZ_TARGETS := ./internal/arpframe:FuzzDecode ./responder:FuzzReply ./internal/config:FuzzParse
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; f=$${t##*:}; \

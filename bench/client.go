@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
@@ -24,8 +25,8 @@ type rawSock struct {
 	ns      string
 	mac     [6]byte
 	ip      netip.Addr
-	bcast   [frameLen]byte // who-has gateway, to ff:ff:ff:ff:ff:ff
-	unicast [frameLen]byte // the same, to ee:ee:ee:ee:ee:ee (re-probe)
+	bcast   [arpframe.Len]byte // who-has gateway, to ff:ff:ff:ff:ff:ff
+	unicast [arpframe.Len]byte // the same, to ee:ee:ee:ee:ee:ee (re-probe)
 	m       replyMatcher
 	buf     [2048]byte
 }
@@ -65,7 +66,7 @@ func openRawSocks(ns *topo.NS, ifnames []string, ips []netip.Addr) ([]*rawSock, 
 		return nil, err
 	}
 	for _, s := range socks {
-		s.bcast = arpRequest(broadcastMAC, s.mac, s.ip, topo.Gateway)
+		s.bcast = arpRequest(arpframe.Broadcast, s.mac, s.ip, topo.Gateway)
 		s.unicast = arpRequest(gatewayMAC, s.mac, s.ip, topo.Gateway)
 		s.m = newReplyMatcher(topo.Gateway, s.mac, s.ip)
 		s.drain()
@@ -123,7 +124,7 @@ func (s *rawSock) close() {
 }
 
 // request returns the broadcast or the unicast request.
-func (s *rawSock) request(k kind) *[frameLen]byte {
+func (s *rawSock) request(k kind) *[arpframe.Len]byte {
 	if k == unicastReq {
 		return &s.unicast
 	}
@@ -137,7 +138,7 @@ func (s *rawSock) setRecvTimeout(d time.Duration) error {
 }
 
 // send writes one frame; it does not allocate.
-func (s *rawSock) send(f *[frameLen]byte) error {
+func (s *rawSock) send(f *[arpframe.Len]byte) error {
 	_, err := unix.Write(s.fd, f[:])
 	return err
 }
@@ -173,7 +174,7 @@ var errTimeout = errors.New("no reply")
 
 // rtt sends req and waits (blocking read, SO_RCVTIMEO = timeout) for the
 // reply: one request outstanding. It returns the round trip in ns.
-func (s *rawSock) rtt(req *[frameLen]byte, timeout time.Duration) (int64, error) {
+func (s *rawSock) rtt(req *[arpframe.Len]byte, timeout time.Duration) (int64, error) {
 	t0 := time.Now()
 	if _, err := unix.Write(s.fd, req[:]); err != nil {
 		return 0, fmt.Errorf("send: %w", err)

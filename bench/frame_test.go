@@ -3,13 +3,15 @@ package main
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/pxresp/pxresp/internal/arpframe"
 )
 
 func TestARPRequestAndMatcher(t *testing.T) {
 	pod := [6]byte{0x02, 0, 0, 0, 0, 0x01}
 	podIP := netip.MustParseAddr("10.244.0.2")
 	gw := netip.MustParseAddr("169.254.1.1")
-	req := arpRequest(broadcastMAC, pod, podIP, gw)
+	req := arpRequest(arpframe.Broadcast, pod, podIP, gw)
 	want := []byte{
 		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x06,
 		0, 1, 0x08, 0, 6, 4, 0, 1,

@@ -1,17 +1,3 @@
-// Package policy decides whether an ARP request deserves a proxy reply.
-//
-// It is pure: no I/O, no logging, no clocks. The same Verdict value serves
-// tests, logs and metrics. The built-in refusals mirror what the Linux
-// kernel's proxy_arp never answers (net/ipv4/arp.c, arp_process) and apply
-// whatever targets are configured.
-//
-// A Policy works in one of two modes. In GatewayMode (New) it answers a
-// fixed set of addresses: the gateways and target prefixes. In RouteMode
-// (NewRoute) it answers what the kernel's proxy_arp would: any target the
-// host routes out an interface other than the one the request came in on.
-// The route is looked up by the caller, only when NeedsRoute says so, and
-// handed to Decide in Request.Route; the policy itself never looks anything
-// up.
 package policy
 
 import (
@@ -58,12 +44,21 @@ type Request struct {
 	// TargetOnLink is true when the host routes TargetIP back out the
 	// interface the request arrived on: the target lives on the
 	// requester's side of the link (its own address, as far as the host
-	// knows). The kernel's proxy_arp never answers those.
+	// knows). The kernel's proxy_arp never answers those. Only GatewayMode
+	// policies read it; RouteMode asks the Router.
 	TargetOnLink bool
-	// Route is the host's route to TargetIP for a packet from SenderIP
-	// arriving on the request's interface. Only RouteMode policies read
-	// it; the caller fills it in when NeedsRoute returns true.
-	Route RouteClass
+	// Ifindex is the interface the request arrived on: the input interface
+	// of a RouteMode policy's route lookup.
+	Ifindex int
+}
+
+// Router classifies the host's route for RouteMode policies: Decide asks it
+// for the route of a packet from src arriving on ifindex iif to dst.
+// internal/route.Cache implements it. Route is called on the hot path, from
+// every responder at once: it must be safe for concurrent use, not
+// allocate on a cache hit, and never block for long.
+type Router interface {
+	Route(iif int, src, dst netip.Addr) RouteClass
 }
 
 // Mode is how a Policy chooses the addresses it answers for.
@@ -104,7 +99,7 @@ func ParseMode(s string) (Mode, error) {
 type RouteClass uint8
 
 const (
-	// RouteUnknown: not looked up, or the lookup failed.
+	// RouteUnknown: the lookup failed.
 	RouteUnknown RouteClass = iota
 	// RouteElsewhere: a unicast route out an interface other than the
 	// request's. The kernel's proxy_arp answers these.
@@ -164,7 +159,7 @@ const (
 	// LocalAddress (route mode): the target is one of the host's own
 	// addresses, which the kernel answers itself.
 	LocalAddress
-	// RouteUnknown (route mode): the route could not be looked up.
+	// UnknownRoute (route mode): the route could not be looked up.
 	UnknownRoute
 
 	numVerdicts
@@ -218,7 +213,7 @@ func New(gateways []netip.Addr, targets []netip.Prefix) (*Policy, error) {
 		return nil, err
 	}
 	for _, gw := range gateways {
-		if err := checkUnicast(gw); err != nil {
+		if err := CheckUnicast(gw); err != nil {
 			return nil, fmt.Errorf("gateway %v: %w", gw, err)
 		}
 		p.gateways = append(p.gateways, gw)
@@ -240,31 +235,13 @@ func NewRoute(targets []netip.Prefix) (*Policy, error) {
 
 func (p *Policy) addTargets(targets []netip.Prefix) error {
 	for _, t := range targets {
-		if !t.IsValid() {
-			return errors.New("target: invalid prefix")
-		}
-		t = t.Masked()
-		if !t.Addr().Is4() {
-			return fmt.Errorf("target %v: not an IPv4 prefix", t)
-		}
-		if t.Bits() == 32 {
-			if err := checkUnicast(t.Addr()); err != nil {
-				return fmt.Errorf("target %v: %w", t, err)
+		if err := CheckTarget(t); err != nil {
+			if !t.IsValid() {
+				return fmt.Errorf("target: %w", err)
 			}
+			return fmt.Errorf("target %v: %w", t.Masked(), err)
 		}
-		p.targets = append(p.targets, t)
-	}
-	return nil
-}
-
-func checkUnicast(a netip.Addr) error {
-	switch {
-	case !a.IsValid():
-		return errors.New("invalid address")
-	case a.Is4In6() || !a.Is4():
-		return errors.New("not an IPv4 address")
-	case badTarget(a):
-		return errors.New("not a unicast address (0.0.0.0, loopback, multicast or broadcast)")
+		p.targets = append(p.targets, t.Masked())
 	}
 	return nil
 }
@@ -284,8 +261,13 @@ func badTarget(a netip.Addr) bool {
 	return !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == broadcast4
 }
 
-// Decide returns the verdict for r. It never allocates.
-func (p *Policy) Decide(r *Request) Verdict {
+// Decide returns the verdict for r. A RouteMode policy asks rt for the
+// route to the target, once, and only when r passes every check that does
+// not depend on the route: probes, gratuitous requests and targets outside
+// the policy cost no lookup. A nil rt means no route can be looked up
+// (UnknownRoute). A GatewayMode policy never asks rt. Decide does not
+// allocate; a lookup costs what rt.Route costs.
+func (p *Policy) Decide(r *Request, rt Router) Verdict {
 	if v := p.precheck(r); v != Reply {
 		return v
 	}
@@ -295,7 +277,10 @@ func (p *Policy) Decide(r *Request) Verdict {
 		}
 		return Reply
 	}
-	switch r.Route {
+	if rt == nil {
+		return UnknownRoute
+	}
+	switch rt.Route(r.Ifindex, r.SenderIP, r.TargetIP) {
 	case RouteElsewhere:
 		return Reply
 	case RouteBack:
@@ -306,14 +291,6 @@ func (p *Policy) Decide(r *Request) Verdict {
 		return NoRoute
 	}
 	return UnknownRoute
-}
-
-// NeedsRoute reports whether Decide needs r.Route: the policy is in
-// RouteMode and r passes every check that does not depend on the route.
-// A caller looks the route up only then, so that probes, gratuitous
-// requests and targets outside the policy cost no lookup.
-func (p *Policy) NeedsRoute(r *Request) bool {
-	return p.mode == RouteMode && p.precheck(r) == Reply
 }
 
 // precheck applies the refusals that do not depend on the route.

@@ -23,13 +23,28 @@ var (
 	}
 )
 
-// req is the Calico pod's first request: who-has 169.254.1.1 tell 10.244.0.2.
+// req is the Calico pod's first request: who-has 169.254.1.1 tell 10.244.0.2,
+// on ifindex 7.
 func req(mod func(*Request)) *Request {
-	r := &Request{SenderMAC: podMAC, SenderIP: podA, TargetIP: gw, Delivery: Broadcast}
+	r := &Request{SenderMAC: podMAC, SenderIP: podA, TargetIP: gw, Delivery: Broadcast, Ifindex: 7}
 	if mod != nil {
 		mod(r)
 	}
 	return r
+}
+
+// fakeRouter answers every lookup with class and records its calls.
+type fakeRouter struct {
+	class    RouteClass
+	calls    int
+	iif      int
+	src, dst netip.Addr
+}
+
+func (f *fakeRouter) Route(iif int, src, dst netip.Addr) RouteClass {
+	f.calls++
+	f.iif, f.src, f.dst = iif, src, dst
+	return f.class
 }
 
 func TestDecide(t *testing.T) {
@@ -38,13 +53,12 @@ func TestDecide(t *testing.T) {
 
 	route := mustRoute(t, nil)
 	proxy := mustRoute(t, []netip.Prefix{extra})
+	// routed is a request whose route the Router classifies as c.
+	routes := map[*Request]RouteClass{}
 	routed := func(c RouteClass, mod func(*Request)) *Request {
-		return req(func(r *Request) {
-			r.Route = c
-			if mod != nil {
-				mod(r)
-			}
-		})
+		r := req(mod)
+		routes[r] = c
+		return r
 	}
 
 	tests := []struct {
@@ -87,14 +101,14 @@ func TestDecide(t *testing.T) {
 		{"own address but not a target", gwOnly, req(func(r *Request) { r.TargetIP = podB; r.TargetOnLink = true }), NotTarget},
 		{"second gateway", mustNew(t, []netip.Addr{gw, netip.MustParseAddr("169.254.1.2")}, nil),
 			req(func(r *Request) { r.TargetIP = netip.MustParseAddr("169.254.1.2") }), Reply},
-		{"gateway mode ignores Route", gwOnly, routed(RouteNone, nil), Reply},
+		{"gateway mode ignores the Router", gwOnly, routed(RouteNone, nil), Reply},
 
 		{"route mode: routed out another interface", route, routed(RouteElsewhere, nil), Reply},
 		{"route mode: another pod", route, routed(RouteElsewhere, func(r *Request) { r.TargetIP = podB }), Reply},
 		{"route mode: routed back out the interface", route, routed(RouteBack, nil), OwnAddress},
 		{"route mode: a host address", route, routed(RouteLocal, nil), LocalAddress},
 		{"route mode: no route", route, routed(RouteNone, nil), NoRoute},
-		{"route mode: route not looked up", route, routed(RouteUnknown, nil), UnknownRoute},
+		{"route mode: the lookup failed", route, routed(RouteUnknown, nil), UnknownRoute},
 		{"route mode ignores TargetOnLink", route, routed(RouteElsewhere, func(r *Request) { r.TargetOnLink = true }), Reply},
 		{"route mode: probe before route", route, routed(RouteElsewhere, func(r *Request) { r.SenderIP = netip.IPv4Unspecified() }), Probe},
 		{"route mode: gratuitous before route", route, routed(RouteElsewhere, func(r *Request) { r.TargetIP = podA }), Gratuitous},
@@ -107,11 +121,15 @@ func TestDecide(t *testing.T) {
 	seen := make(map[Verdict]bool)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.p.Decide(tt.r); got != tt.want {
-				t.Errorf("Decide(%+v) = %v, want %v", *tt.r, got, tt.want)
+			rt := &fakeRouter{class: routes[tt.r]}
+			if got := tt.p.Decide(tt.r, rt); got != tt.want {
+				t.Errorf("Decide(%+v) with the route %v = %v, want %v", *tt.r, rt.class, got, tt.want)
 			}
 		})
 		seen[tt.want] = true
+	}
+	if got := route.Decide(req(nil), nil); got != UnknownRoute {
+		t.Errorf("route mode without a Router: %v, want %v", got, UnknownRoute)
 	}
 	for v := Verdict(0); int(v) < NumVerdicts; v++ {
 		if !seen[v] {
@@ -129,36 +147,45 @@ func mustRoute(t *testing.T, targets []netip.Prefix) *Policy {
 	return p
 }
 
-// NeedsRoute is true exactly when Decide's answer hangs on the route.
-func TestNeedsRoute(t *testing.T) {
+// TestDecideLooksUpOnlyWhenNeeded: Decide asks the Router exactly once,
+// with the request's interface and addresses, when its answer hangs on the
+// route, and never otherwise.
+func TestDecideLooksUpOnlyWhenNeeded(t *testing.T) {
 	gwPol := mustNew(t, []netip.Addr{gw}, nil)
 	route := mustRoute(t, nil)
 	proxy := mustRoute(t, []netip.Prefix{extra})
 	tests := []struct {
-		name string
-		p    *Policy
-		r    *Request
-		want bool
+		name   string
+		p      *Policy
+		r      *Request
+		lookup bool
 	}{
 		{"gateway mode never", gwPol, req(nil), false},
 		{"route mode, plain request", route, req(nil), true},
 		{"route mode, probe", route, req(func(r *Request) { r.SenderIP = netip.IPv4Unspecified() }), false},
 		{"route mode, gratuitous", route, req(func(r *Request) { r.TargetIP = podA }), false},
 		{"route mode, other host", route, req(func(r *Request) { r.Delivery = OtherHost }), false},
+		{"route mode, bad sender", route, req(func(r *Request) { r.SenderMAC = [6]byte{} }), false},
+		{"route mode, bad target", route, req(func(r *Request) { r.TargetIP = netip.MustParseAddr("224.0.0.5") }), false},
 		{"proxy entry, its address", proxy, req(func(r *Request) { r.TargetIP = extra.Addr() }), true},
 		{"proxy entry, another address", proxy, req(nil), false},
 	}
 	for _, tt := range tests {
-		if got := tt.p.NeedsRoute(tt.r); got != tt.want {
-			t.Errorf("%s: NeedsRoute = %v, want %v", tt.name, got, tt.want)
+		a, b := &fakeRouter{class: RouteElsewhere}, &fakeRouter{class: RouteNone}
+		va, vb := tt.p.Decide(tt.r, a), tt.p.Decide(tt.r, b)
+		want := map[bool]int{false: 0, true: 1}[tt.lookup]
+		if a.calls != want || b.calls != want {
+			t.Errorf("%s: %d and %d lookups, want %d", tt.name, a.calls, b.calls, want)
 		}
-		// Whatever the route, Decide only differs when NeedsRoute said so.
-		if !tt.want {
-			a, b := *tt.r, *tt.r
-			a.Route, b.Route = RouteElsewhere, RouteNone
-			if va, vb := tt.p.Decide(&a), tt.p.Decide(&b); va != vb {
-				t.Errorf("%s: NeedsRoute is false but Decide depends on the route: %v vs %v", tt.name, va, vb)
-			}
+		if tt.lookup && (a.iif != tt.r.Ifindex || a.src != tt.r.SenderIP || a.dst != tt.r.TargetIP) {
+			t.Errorf("%s: Route(%d, %v, %v), want Route(%d, %v, %v)", tt.name, a.iif, a.src, a.dst, tt.r.Ifindex, tt.r.SenderIP, tt.r.TargetIP)
+		}
+		// Whatever the route, the verdict only differs when it was looked up.
+		if !tt.lookup && va != vb {
+			t.Errorf("%s: no lookup, but the verdict depends on the route: %v vs %v", tt.name, va, vb)
+		}
+		if tt.lookup && (va != Reply || vb != NoRoute) {
+			t.Errorf("%s: verdicts %v and %v, want %v and %v", tt.name, va, vb, Reply, NoRoute)
 		}
 	}
 }
@@ -186,9 +213,14 @@ func TestModes(t *testing.T) {
 
 func TestDecideDoesNotAllocate(t *testing.T) {
 	p := mustNew(t, []netip.Addr{gw}, []netip.Prefix{podNet})
+	route := mustRoute(t, nil)
 	r := req(nil)
-	if n := testing.AllocsPerRun(100, func() { _ = p.Decide(r) }); n != 0 {
+	rt := &fakeRouter{class: RouteElsewhere}
+	if n := testing.AllocsPerRun(100, func() { _ = p.Decide(r, rt) }); n != 0 {
 		t.Errorf("Decide allocates %v times per call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = route.Decide(r, rt) }); n != 0 {
+		t.Errorf("Decide in route mode allocates %v times per call", n)
 	}
 }
 

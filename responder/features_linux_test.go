@@ -13,11 +13,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/policy"
 )
 
-// Route mode, dry runs, the latency observation and SetOverride on real
+// Route mode, dry runs, the latency observation and Apply on real
 // frames through a real veth, in namespaces of the test's own (the unit
 // tests over the fake transport are in features_test.go).
 
@@ -67,12 +68,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestSetOverrideOnVeth changes and clears the --mac override of a live
+// TestApplyOverrideOnVeth changes and clears the --mac override of a live
 // Responder: the socket stays the same, a unicast request to the new
 // override is answered with it at once, one to the old override reaches the
 // host but is not answered (the new filter drops it in the kernel, so it is
 // not counted either), and the counters are exact throughout.
-func TestSetOverrideOnVeth(t *testing.T) {
+func TestApplyOverrideOnVeth(t *testing.T) {
 	a := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
 	b := net.HardwareAddr{0x02, 0xbb, 0, 0, 0, 2}
 	h := newHostileRig(t, a)
@@ -83,9 +84,7 @@ func TestSetOverrideOnVeth(t *testing.T) {
 	h.run(t, hostileCase{name: "override a: unicast to a", frame: to(a), fate: answered})
 	h.run(t, hostileCase{name: "override a: unicast to b", frame: to(b), fate: filtered})
 
-	if err := h.r.SetOverride(b); err != nil {
-		t.Fatal(err)
-	}
+	mustChange(t, h.r, func(s *Settings) { s.Override = b })
 	h.mac = b
 	for _, c := range []hostileCase{
 		{name: "override b: unicast to b", frame: to(b), fate: answered},
@@ -96,9 +95,7 @@ func TestSetOverrideOnVeth(t *testing.T) {
 		h.run(t, c)
 	}
 
-	if err := h.r.SetOverride(nil); err != nil {
-		t.Fatal(err)
-	}
+	mustChange(t, h.r, func(s *Settings) { s.Override = nil })
 	h.mac = topo.GatewayMAC
 	for _, c := range []hostileCase{
 		{name: "no override: broadcast", frame: good, fate: answered},
@@ -108,26 +105,26 @@ func TestSetOverrideOnVeth(t *testing.T) {
 	} {
 		h.run(t, c)
 	}
-	if err := h.r.SetOverride(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}); err == nil {
-		t.Error("SetOverride accepted a multicast MAC")
+	if err := change(h.r, func(s *Settings) { s.Override = net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1} }); err == nil {
+		t.Error("Apply accepted a multicast override MAC")
 	}
 	if got := socketInode(t, h.r); got != ino {
-		t.Errorf("socket inode %d after SetOverride, %d before: the socket was reopened", got, ino)
+		t.Errorf("socket inode %d after Apply, %d before: the socket was reopened", got, ino)
 	}
 }
 
-// TestSetOverrideNoRequestLost flips the override while a pod asks: right
-// after each SetOverride returns, a unicast request to the new MAC is
+// TestApplyOverrideNoRequestLost flips the override while a pod asks: right
+// after each Apply returns, a unicast request to the new MAC is
 // answered with it; and broadcast requests sent while another goroutine
 // flips the override as fast as it can are all answered, from one of the
 // MACs, on the same socket.
-func TestSetOverrideNoRequestLost(t *testing.T) {
+func TestApplyOverrideNoRequestLost(t *testing.T) {
 	tp := newTopo(t, 1)
 	pod := tp.Pods[0]
 	cl := newClient(t, pod)
 	a := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
 	b := net.HardwareAddr{0x02, 0xbb, 0, 0, 0, 2}
-	r := listenWith(t, tp, pod, Config{Policy: gwPolicy(t)})
+	r := listenWith(t, tp, pod, Config{Settings: Settings{Policy: gwPolicy(t)}})
 	start(t, r)
 	ino := socketInode(t, r)
 	macs := []net.HardwareAddr{a, b, nil}
@@ -135,15 +132,13 @@ func TestSetOverrideNoRequestLost(t *testing.T) {
 	const flips = 60
 	for i := range flips {
 		next := macs[i%len(macs)]
-		if err := r.SetOverride(next); err != nil {
-			t.Fatal(err)
-		}
+		mustChange(t, r, func(s *Settings) { s.Override = next })
 		want, dst := next, next
 		if next == nil {
 			want, dst = topo.GatewayMAC, topo.GatewayMAC
 		}
 		got := cl.ask(t, request(pod.MAC, pod.IP, topo.Gateway, dst), time.Second)
-		if got == nil || !bytes.Equal(got[offSHA:offSHA+6], want) {
+		if got == nil || !bytes.Equal(got[arpframe.OffSHA:arpframe.OffSHA+6], want) {
 			t.Fatalf("flip %d to %v: reply %x to a request sent to %v, want one from it", i, next, got, dst)
 		}
 	}
@@ -160,7 +155,7 @@ func TestSetOverrideNoRequestLost(t *testing.T) {
 				return
 			default:
 			}
-			if err := r.SetOverride(macs[n%len(macs)]); err != nil {
+			if err := change(r, func(s *Settings) { s.Override = macs[n%len(macs)] }); err != nil {
 				t.Error(err)
 				return
 			}
@@ -177,7 +172,7 @@ func TestSetOverrideNoRequestLost(t *testing.T) {
 		if got == nil {
 			t.Fatalf("broadcast %d of %d went unanswered while the override changed (stats %+v)", i, asks, r.Stats())
 		}
-		if from := got[offSHA : offSHA+6]; !bytes.Equal(from, a) && !bytes.Equal(from, b) && !bytes.Equal(from, topo.GatewayMAC) {
+		if from := got[arpframe.OffSHA : arpframe.OffSHA+6]; !bytes.Equal(from, a) && !bytes.Equal(from, b) && !bytes.Equal(from, topo.GatewayMAC) {
 			t.Fatalf("reply from %x", from)
 		}
 	}
@@ -188,7 +183,7 @@ func TestSetOverrideNoRequestLost(t *testing.T) {
 		t.Errorf("stats %+v: want %d requests, all answered", st, flips+asks)
 	}
 	if got := socketInode(t, r); got != ino {
-		t.Errorf("socket inode %d after SetOverride, %d before: the socket was reopened", got, ino)
+		t.Errorf("socket inode %d after Apply, %d before: the socket was reopened", got, ino)
 	}
 }
 
@@ -200,7 +195,7 @@ func TestLatencyOnVeth(t *testing.T) {
 	pod := tp.Pods[0]
 	cl := newClient(t, pod)
 	obs := &obsRecorder{}
-	r := listenWith(t, tp, pod, Config{Policy: gwPolicy(t), Latency: obs})
+	r := listenWith(t, tp, pod, Config{Settings: Settings{Policy: gwPolicy(t)}, Latency: obs})
 	start(t, r)
 	good := request(pod.MAC, pod.IP, topo.Gateway, bcast)
 
@@ -238,7 +233,7 @@ func TestDryRunOnVeth(t *testing.T) {
 	cl := newClient(t, pod)
 	var logs logBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	r := listenWith(t, tp, pod, Config{Policy: gwPolicy(t), DryRun: true, Logger: log})
+	r := listenWith(t, tp, pod, Config{Settings: Settings{Policy: gwPolicy(t)}, DryRun: true, Logger: log})
 	start(t, r)
 	good := request(pod.MAC, pod.IP, topo.Gateway, bcast)
 
@@ -294,7 +289,7 @@ func TestRouteModeOnVeth(t *testing.T) {
 		local:     policy.RouteLocal,
 		none:      policy.RouteNone,
 	}}
-	r := listenWith(t, tp, pod, Config{Policy: routePolicy(t), Router: tr})
+	r := listenWith(t, tp, pod, Config{Settings: Settings{Policy: routePolicy(t)}, Router: tr})
 	start(t, r)
 
 	cases := []struct {

@@ -19,12 +19,13 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/policy"
 )
 
 // Unit tests, over the fake transport, of route mode (Config.Router), dry
 // runs (Config.DryRun), the latency observation (Config.Latency) and
-// SetOverride. The same features on real packets are in
+// Apply. The same features on real packets are in
 // features_linux_test.go.
 
 // tableRouter is a Router that answers from a fixed table (RouteNone for
@@ -120,7 +121,7 @@ func TestRouteMode(t *testing.T) {
 	f := newFake()
 	tr := newTableRouter()
 	tr.recording = true
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: routePolicy(t), Router: tr})
+	r := newResponder(f, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: routePolicy(t)}, Router: tr})
 	stranger := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
 	cases := []struct {
 		name    string
@@ -167,7 +168,7 @@ func TestRouteMode(t *testing.T) {
 	}
 
 	// Targets outside a route-mode policy's own targets cost no lookup.
-	r.SetPolicy(routePolicy(t, netip.MustParsePrefix("10.244.0.0/16")))
+	mustChange(t, r, func(s *Settings) { s.Policy = routePolicy(t, netip.MustParsePrefix("10.244.0.0/16")) })
 	before := tr.calls.Load()
 	r.handle(request(podMAC, podIP, routeNone, bcast))
 	r.handle(request(podMAC, podIP, routeElsewhere, bcast))
@@ -176,14 +177,14 @@ func TestRouteMode(t *testing.T) {
 	}
 	// A gateway-mode policy never asks, and the switch back to route mode
 	// (a reload) uses the same Router.
-	r.SetPolicy(gwPolicy(t))
+	mustChange(t, r, func(s *Settings) { s.Policy = gwPolicy(t) })
 	before = tr.calls.Load()
 	r.handle(gwRequest)
 	r.handle(request(podMAC, podIP, routeElsewhere, bcast))
 	if calls := tr.calls.Load() - before; calls != 0 {
 		t.Errorf("gateway mode made %d route lookups", calls)
 	}
-	r.SetPolicy(routePolicy(t))
+	mustChange(t, r, func(s *Settings) { s.Policy = routePolicy(t) })
 	r.handle(request(podMAC, podIP, routeElsewhere, bcast))
 	if calls := tr.calls.Load() - before; calls != 1 {
 		t.Errorf("back in route mode: %d route lookups, want 1", calls)
@@ -197,7 +198,7 @@ func TestRouteMode(t *testing.T) {
 // route is route-unknown, and none is answered.
 func TestRouteModeWithoutRouter(t *testing.T) {
 	f := newFake()
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: routePolicy(t)})
+	r := newResponder(f, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: routePolicy(t)}})
 	r.handle(request(podMAC, podIP, routeElsewhere, bcast))
 	r.handle(request(podMAC, netip.IPv4Unspecified(), routeElsewhere, bcast))
 	st := r.Stats()
@@ -207,7 +208,8 @@ func TestRouteModeWithoutRouter(t *testing.T) {
 }
 
 func TestHandleRouteModeDoesNotAllocate(t *testing.T) {
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: routePolicy(t), Router: newTableRouter()})
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: routePolicy(t)},
+		Router: newTableRouter()})
 	for _, frame := range [][]byte{
 		request(podMAC, podIP, routeElsewhere, bcast),
 		request(podMAC, podIP, routeBack, bcast),
@@ -255,19 +257,18 @@ func TestDryRun(t *testing.T) {
 	var logs logBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	override := net.HardwareAddr{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Logger: log,
-		DryRun: true, RateLimit: 10, RateBurst: 3})
+	cfg := Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)}, Logger: log,
+		DryRun: true, RateLimit: 10, RateBurst: 3}
+	r := newResponder(f, cfg)
 	clk := &fakeClock{}
-	r.limit.now = clk.now
+	clk.useClock(r, cfg)
 	for range 5 {
 		r.handle(gwRequest)
 	}
 	r.handle(request(podMAC, netip.IPv4Unspecified(), gateway, bcast)) // a probe: not a would-be reply
 	r.handle(request(podMAC, podIP, routeNone, bcast))                 // not a target
 	clk.advance(100 * time.Millisecond)                                // one token
-	if err := r.SetOverride(override); err != nil {
-		t.Fatal(err)
-	}
+	mustChange(t, r, func(s *Settings) { s.Override = override })
 	r.handle(request(podMAC, podIP, gateway, override))
 	if sent := f.takeSent(); len(sent) != 0 {
 		t.Fatalf("a dry run sent %d frames", len(sent))
@@ -300,7 +301,8 @@ func TestDryRun(t *testing.T) {
 // the hot path free of allocations.
 func TestDryRunQuietDoesNotAllocate(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logBuffer{}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Logger: log, DryRun: true})
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+		Logger: log, DryRun: true})
 	if n := testing.AllocsPerRun(100, func() { r.handle(gwRequest) }); n != 0 {
 		t.Errorf("%v allocs per would-be reply", n)
 	}
@@ -314,10 +316,11 @@ func TestDryRunQuietDoesNotAllocate(t *testing.T) {
 func TestLatencyObserved(t *testing.T) {
 	f := newFake()
 	obs := &obsRecorder{}
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Latency: obs,
-		RateLimit: 10, RateBurst: 1})
+	cfg := Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)}, Latency: obs,
+		RateLimit: 10, RateBurst: 1}
+	r := newResponder(f, cfg)
 	clk := &fakeClock{}
-	r.limit.now = clk.now
+	clk.useClock(r, cfg)
 	const age = 5 * time.Millisecond
 	stamp := func() int64 { return time.Now().Add(-age).UnixNano() }
 
@@ -350,7 +353,7 @@ func TestLatencyObserved(t *testing.T) {
 	f = newFake()
 	f.rxAge = age
 	obs = &obsRecorder{}
-	r = newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Latency: obs})
+	r = newResponder(f, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)}, Latency: obs})
 	done := serve(t, r, t.Context())
 	f.in <- gwRequest
 	f.in <- request(podMAC, podIP, podIP, bcast) // gratuitous
@@ -365,7 +368,8 @@ func TestLatencyObserved(t *testing.T) {
 
 	// A dry run sends nothing, and observes nothing.
 	obs = &obsRecorder{}
-	r = newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Latency: obs, DryRun: true,
+	r = newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+		Latency: obs, DryRun: true,
 		Logger: slog.New(slog.NewTextHandler(&logBuffer{}, nil))})
 	r.handleAt(gwRequest, stamp())
 	if got := obs.values(); len(got) != 0 || r.Stats().DryRun != 1 {
@@ -375,7 +379,8 @@ func TestLatencyObserved(t *testing.T) {
 
 func TestHandleLatencyDoesNotAllocate(t *testing.T) {
 	obs := &atomicObserver{}
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), Latency: obs})
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+		Latency: obs})
 	rx := time.Now().UnixNano()
 	if n := testing.AllocsPerRun(100, func() { r.handleAt(gwRequest, rx) }); n != 0 {
 		t.Errorf("%v allocs per observed reply", n)
@@ -385,10 +390,18 @@ func TestHandleLatencyDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// TestSetOverride: the override is set, changed and cleared in place; the
+// mustChange is change, failing t on error.
+func mustChange(t *testing.T, r *Responder, mod func(*Settings)) {
+	t.Helper()
+	if err := change(r, mod); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestApplyOverride: the override is set, changed and cleared in place; the
 // next reply carries it, and the filter is replaced through a moment that
 // passes both the old and the new MAC.
-func TestSetOverride(t *testing.T) {
+func TestApplyOverride(t *testing.T) {
 	f := newFake()
 	r := newTestResponder(t, f)
 	a := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
@@ -403,7 +416,7 @@ func TestSetOverride(t *testing.T) {
 		case want == nil:
 		case len(sent) != 1:
 			t.Errorf("%s: sent %d frames, want a reply from %v", what, len(sent), want)
-		case !bytes.Equal(sent[0][offEthSrc:offEthSrc+6], want) || !bytes.Equal(sent[0][offSHA:offSHA+6], want):
+		case !bytes.Equal(sent[0][arpframe.OffEthSrc:arpframe.OffEthSrc+6], want) || !bytes.Equal(sent[0][arpframe.OffSHA:arpframe.OffSHA+6], want):
 			t.Errorf("%s: reply %x, want it from %v", what, sent[0], want)
 		}
 	}
@@ -423,9 +436,8 @@ func TestSetOverride(t *testing.T) {
 		}
 	}
 
-	if err := r.SetOverride(a); err != nil {
-		t.Fatal(err)
-	}
+	override := func(mac net.HardwareAddr) func(*Settings) { return func(s *Settings) { s.Override = mac } }
+	mustChange(t, r, override(a))
 	filters([]net.HardwareAddr{a}, []net.HardwareAddr{a})
 	if !bytes.Equal(r.MAC(), a) {
 		t.Errorf("MAC() = %v, want %v", r.MAC(), a)
@@ -434,24 +446,21 @@ func TestSetOverride(t *testing.T) {
 	replyMAC("unicast to a", request(podMAC, podIP, gateway, a), a)
 	replyMAC("unicast to the interface's MAC", request(podMAC, podIP, gateway, hostMAC), a)
 
-	if err := r.SetOverride(b); err != nil {
-		t.Fatal(err)
-	}
+	mustChange(t, r, override(b))
 	filters([]net.HardwareAddr{a, b}, []net.HardwareAddr{b})
 	replyMAC("unicast to b", request(podMAC, podIP, gateway, b), b)
 	replyMAC("unicast to a, the old override", request(podMAC, podIP, gateway, a), nil)
-	r.SetMAC(net.HardwareAddr{0x02, 0, 0, 0, 0, 9}) // the device MAC changes; the override stays
-	replyMAC("broadcast after SetMAC, override b", gwRequest, b)
-
-	if err := r.SetOverride(nil); err != nil {
-		t.Fatal(err)
-	}
-	filters([]net.HardwareAddr{b}, nil)
 	newDev := net.HardwareAddr{0x02, 0, 0, 0, 0, 9}
+	mustChange(t, r, func(s *Settings) { s.MAC = newDev }) // the device MAC changes; the override stays
+	filters()
+	replyMAC("broadcast after a MAC change, override b", gwRequest, b)
+
+	mustChange(t, r, override(nil))
+	filters([]net.HardwareAddr{b}, nil)
 	replyMAC("broadcast, no override", gwRequest, newDev)
 	replyMAC("unicast to b, the old override", request(podMAC, podIP, gateway, b), nil)
-	r.SetMAC(hostMAC)
-	replyMAC("broadcast after SetMAC, no override", gwRequest, hostMAC)
+	mustChange(t, r, func(s *Settings) { s.MAC = hostMAC })
+	replyMAC("broadcast after a MAC change, no override", gwRequest, hostMAC)
 	if st := r.Stats(); st.Ignored[policy.NotForUs] != 2 || st.Replies != 7 {
 		t.Errorf("stats %+v: want 7 replies and 2 not-for-us", st)
 	}
@@ -464,32 +473,75 @@ func TestSetOverride(t *testing.T) {
 		{0, 0, 0, 0, 0, 0},
 		{0x02, 0, 0, 0, 0, 0, 0, 1},
 	} {
-		if err := r.SetOverride(bad); err == nil || !strings.Contains(err.Error(), "calitest") {
-			t.Errorf("SetOverride(%v) = %v, want an error naming the interface", bad, err)
+		err := change(r, override(bad))
+		if err == nil || !strings.Contains(err.Error(), "calitest") || !strings.Contains(err.Error(), bad.String()) {
+			t.Errorf("Apply with the override %v = %v, want an error naming the interface and the MAC", bad, err)
 		}
 	}
 	filters()
-	replyMAC("broadcast after bad SetOverride calls", gwRequest, hostMAC)
+	replyMAC("broadcast after bad overrides", gwRequest, hostMAC)
 
-	// The filter cannot be replaced: nothing changes.
-	f.filterErr, f.filterOK = errors.New("boom"), 0
-	if err := r.SetOverride(a); err == nil || !strings.Contains(err.Error(), "boom") {
-		t.Errorf("SetOverride with a failing filter = %v", err)
+	// The same settings again change nothing: no filter, the same state.
+	st := r.st.Load()
+	mustChange(t, r, func(*Settings) {})
+	if filters(); r.st.Load() != st {
+		t.Error("Apply of the current settings published a new state")
 	}
-	replyMAC("broadcast after a failed SetOverride", gwRequest, hostMAC)
+
+	// The filter cannot be replaced: the override stays, the rest of the
+	// settings apply.
+	f.filterErr, f.filterOK = errors.New("boom"), 0
+	wide := gwPolicy(t) // another policy, answering the same
+	if err := change(r, func(s *Settings) { s.Override, s.Policy = a, wide }); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("Apply with a failing filter = %v", err)
+	}
+	if r.st.Load().policy != wide {
+		t.Error("the policy did not change with a failing filter")
+	}
+	replyMAC("broadcast after a failed override change", gwRequest, hostMAC)
 	// The final filter fails: the new MAC is in use (the transitional
 	// filter passes it), and the error says so.
 	f.filterOK = 1
-	if err := r.SetOverride(a); err == nil {
-		t.Error("SetOverride with a failing final filter succeeded")
+	if err := change(r, override(a)); err == nil {
+		t.Error("Apply with a failing final filter succeeded")
 	}
-	replyMAC("broadcast after a half-failed SetOverride", gwRequest, a)
+	replyMAC("broadcast after a half-failed override change", gwRequest, a)
+}
+
+// TestApplyAll: one Apply changes the MAC, the override, the policy and the
+// on-link prefixes at once, and the next request sees all of them.
+func TestApplyAll(t *testing.T) {
+	f := newFake()
+	r := newTestResponder(t, f)
+	dev := net.HardwareAddr{0x02, 0, 0, 0, 0, 9}
+	ov := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
+	podB := netip.MustParseAddr("10.244.0.3")
+	p, err := policy.New([]netip.Addr{gateway}, []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(Settings{MAC: dev, Override: ov, Policy: p, OnLink: []netip.Prefix{netip.PrefixFrom(podIP, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.filters) != 2 {
+		t.Errorf("filters %v, want the two-step change", f.filters)
+	}
+	r.handle(request(podMAC, podIP, podB, dev))                               // a target of the new policy, to the new device MAC
+	r.handle(request(net.HardwareAddr{0x02, 0, 0, 0, 0, 7}, podB, podIP, ov)) // on link now
+	r.handle(request(podMAC, podIP, gateway, hostMAC))                        // to the old device MAC
+	sent := f.takeSent()
+	if len(sent) != 1 || !bytes.Equal(sent[0][arpframe.OffSHA:arpframe.OffSHA+6], ov) {
+		t.Fatalf("sent %x, want one reply from %v", sent, ov)
+	}
+	if st := r.Stats(); st.Ignored[policy.OwnAddress] != 1 || st.Ignored[policy.NotForUs] != 1 {
+		t.Errorf("stats %+v: want one own-address and one not-for-us", st)
+	}
 }
 
 func TestListenRefusesGroupOverride(t *testing.T) {
 	p := gwPolicy(t)
 	for _, mac := range []net.HardwareAddr{{0x01, 0, 0x5e, 0, 0, 1}, {0, 0, 0, 0, 0, 0}} {
-		if _, err := Listen(Config{Index: 1, Name: "x", MAC: hostMAC, Override: mac, Policy: p}); err == nil || !strings.Contains(err.Error(), `"x"`) {
+		if _, err := Listen(Config{Index: 1, Name: "x", Settings: Settings{MAC: hostMAC, Override: mac, Policy: p}}); err == nil || !strings.Contains(err.Error(), `"x"`) {
 			t.Errorf("Listen with override %v: %v, want an error naming the interface", mac, err)
 		}
 	}
@@ -625,9 +677,9 @@ func TestFilterOverrides(t *testing.T) {
 	nearB := net.HardwareAddr{0x02, 0xbc, 0, 0, 0, 2} // last two bytes as b
 	stranger := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
 	reply := request(podMAC, podIP, gateway, hostMAC)
-	reply[offOp+1] = opReply
+	reply[arpframe.OffOp+1] = arpframe.OpReply
 	badHType := bytes.Clone(gwRequest)
-	badHType[offHType+1] = 6
+	badHType[arpframe.OffHType+1] = 6
 
 	for _, set := range [][]net.HardwareAddr{nil, {a}, {b}, {a, b}, {b, a}, {a, a}, {nil, a}, {{1, 2, 3}, b}} {
 		prog, err := filter(set...)

@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/pxresp/pxresp/internal/arpframe"
 )
 
 // filter returns the classic BPF program attached to every socket, so that
@@ -18,7 +20,7 @@ import (
 //     a --mac override, those sent to the override MAC: unicast re-probes go
 //     to a MAC the kernel does not own. overrides holds the override MACs
 //     to let through (entries that are not 6 bytes long are skipped): one,
-//     or none, except while SetOverride changes it, when the filter passes
+//     or none, except while Apply changes it, when the filter passes
 //     the old and the new MAC for a moment;
 //   - VLAN-tagged frames never reach pxresp as such. The kernel takes the
 //     tag off before it hands the frame to a socket bound to ETH_P_ARP and,
@@ -66,9 +68,9 @@ func filter(overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		starts = append(starts, len(otherHost))
 		// Only frames sent to one of the override MACs pass.
 		otherHost = append(otherHost,
-			bpf.LoadAbsolute{Off: offEthDst, Size: 4},
+			bpf.LoadAbsolute{Off: arpframe.OffEthDst, Size: 4},
 			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(m[0:4])},
-			bpf.LoadAbsolute{Off: offEthDst + 4, Size: 2},
+			bpf.LoadAbsolute{Off: arpframe.OffEthDst + 4, Size: 2},
 			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(binary.BigEndian.Uint16(m[4:6]))},
 		)
 		target = append(target, 0, toNext, 0, toNext)
@@ -81,14 +83,14 @@ func filter(overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		/* 0 */ bpf.LoadExtension{Num: bpf.ExtVLANTagPresent},
 		/* 1 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0, SkipTrue: 10}, // drop
 		/* 2 */ bpf.LoadExtension{Num: bpf.ExtLen},
-		/* 3 */ bpf.JumpIf{Cond: bpf.JumpLessThan, Val: FrameLen, SkipTrue: 7}, // accept: short
-		/* 4 */ bpf.LoadAbsolute{Off: offEthType, Size: 2},
-		/* 5 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeARP, SkipTrue: 5}, // accept: malformed
-		/* 6 */ bpf.LoadAbsolute{Off: offHType, Size: 4},
-		/* 7 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: hTypeEther<<16 | pTypeIPv4, SkipTrue: 3}, // accept: malformed
-		/* 8 */ bpf.LoadAbsolute{Off: offHLen, Size: 4},
-		/* 9 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: 6<<24 | 4<<16 | opRequest, SkipTrue: 1}, // accept: a request
-		/* 10 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: 6<<24 | 4<<16 | opReply, SkipTrue: 1}, // drop: a reply
+		/* 3 */ bpf.JumpIf{Cond: bpf.JumpLessThan, Val: arpframe.Len, SkipTrue: 7}, // accept: short
+		/* 4 */ bpf.LoadAbsolute{Off: arpframe.OffEthType, Size: 2},
+		/* 5 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: arpframe.EtherTypeARP, SkipTrue: 5}, // accept: malformed
+		/* 6 */ bpf.LoadAbsolute{Off: arpframe.OffHType, Size: 4},
+		/* 7 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: arpframe.HTypeEther<<16 | arpframe.PTypeIPv4, SkipTrue: 3}, // accept: malformed
+		/* 8 */ bpf.LoadAbsolute{Off: arpframe.OffHLen, Size: 4},
+		/* 9 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: 6<<24 | 4<<16 | arpframe.OpRequest, SkipTrue: 1}, // accept: a request
+		/* 10 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: 6<<24 | 4<<16 | arpframe.OpReply, SkipTrue: 1}, // drop: a reply
 		/* 11 */ bpf.RetConstant{Val: accept},
 		/* 12 */ bpf.RetConstant{Val: drop},
 	}

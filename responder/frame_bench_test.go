@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -20,10 +21,10 @@ var benchBcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 func BenchmarkDecode(b *testing.B) {
 	frame := request(podMAC, podIP, gateway, benchBcast)
-	var r arpRequest
+	var r arpframe.Frame
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := decodeRequest(frame, &r); err != nil {
+		if err := arpframe.Decode(frame, &r); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -37,29 +38,29 @@ func BenchmarkDecide(b *testing.B) {
 	req := &policy.Request{SenderMAC: [6]byte(podMAC), SenderIP: podIP, TargetIP: gateway, Delivery: policy.Broadcast}
 	b.ReportAllocs()
 	for b.Loop() {
-		if p.Decide(req) != policy.Reply {
+		if p.Decide(req, nil) != policy.Reply {
 			b.Fatal("not a reply")
 		}
 	}
 }
 
 func BenchmarkEncode(b *testing.B) {
-	var r arpRequest
-	if err := decodeRequest(request(podMAC, podIP, gateway, benchBcast), &r); err != nil {
+	var r arpframe.Frame
+	if err := arpframe.Decode(request(podMAC, podIP, gateway, benchBcast), &r); err != nil {
 		b.Fatal(err)
 	}
-	var out [FrameLen]byte
+	var out [arpframe.Len]byte
 	b.ReportAllocs()
 	for b.Loop() {
-		encodeReply(out[:], &r, [6]byte(hostMAC))
+		arpframe.EncodeReply(out[:], &r, [6]byte(hostMAC))
 	}
 }
 
 // BenchmarkHandle is the whole per-frame path of a Responder: decode,
 // classify, decide, encode and hand to the transport (a no-op here).
 func BenchmarkHandle(b *testing.B) {
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b),
-		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}})
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b),
+		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}}})
 	frame := request(podMAC, podIP, gateway, benchBcast)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -85,8 +86,8 @@ func BenchmarkHandleLatency(b *testing.B) {
 		{"histogram", newBenchHistogram()},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b),
-				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}, Latency: bc.obs})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b),
+				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}}, Latency: bc.obs})
 			frame := request(podMAC, podIP, gateway, benchBcast)
 			var rx int64
 			if bc.obs != nil {
@@ -121,7 +122,8 @@ func BenchmarkHandleFakeRouter(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			tr := newTableRouter()
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: routePolicy(b), Router: tr})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: routePolicy(b)},
+				Router: tr})
 			b.ReportAllocs()
 			for b.Loop() {
 				r.handle(bc.frame)
@@ -143,7 +145,8 @@ func BenchmarkHandleDryRun(b *testing.B) {
 	}{{"quiet", slog.LevelWarn}, {"logged", slog.LevelInfo}} {
 		b.Run(bc.name, func(b *testing.B) {
 			log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: bc.level}))
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b), Logger: log, DryRun: true})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b)},
+				Logger: log, DryRun: true})
 			frame := request(podMAC, podIP, gateway, benchBcast)
 			b.ReportAllocs()
 			for b.Loop() {

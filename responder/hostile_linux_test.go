@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/policy"
 )
@@ -139,15 +140,15 @@ func (tp *tap) sawNow(data []byte) bool {
 // vlanTag inserts a VLAN tag (TPID tpid, TCI tci) after the Ethernet
 // addresses of f.
 func vlanTag(f []byte, tpid, tci uint16) []byte {
-	b := slices.Clone(f[:offEthType])
+	b := slices.Clone(f[:arpframe.OffEthType])
 	b = binary.BigEndian.AppendUint16(b, tpid)
 	b = binary.BigEndian.AppendUint16(b, tci)
-	return append(b, f[offEthType:]...)
+	return append(b, f[arpframe.OffEthType:]...)
 }
 
 // untag removes the first VLAN tag, as the receiving kernel does.
 func untag(f []byte) []byte {
-	return append(slices.Clone(f[:offEthType]), f[offEthType+4:]...)
+	return append(slices.Clone(f[:arpframe.OffEthType]), f[arpframe.OffEthType+4:]...)
 }
 
 // padTo appends zero bytes to f up to n bytes.
@@ -161,14 +162,14 @@ func edit(f []byte, off int, b ...byte) []byte {
 }
 
 // replyTo is the reply pxresp (and the kernel) sends from mac to the request
-// in the first FrameLen bytes of req.
+// in the first arpframe.Len bytes of req.
 func replyTo(t *testing.T, req []byte, mac net.HardwareAddr) []byte {
 	t.Helper()
-	var r arpRequest
-	if err := decodeRequest(req, &r); err != nil {
-		t.Fatalf("replyTo %x: %v", req, err)
+	var r arpframe.Frame
+	if err := arpframe.Decode(req, &r); err != nil || r.Op != arpframe.OpRequest {
+		t.Fatalf("replyTo %x: %v, op %d", req, err, r.Op)
 	}
-	return encodeReply(make([]byte, FrameLen), &r, [6]byte(mac))
+	return arpframe.EncodeReply(make([]byte, arpframe.Len), &r, [6]byte(mac))
 }
 
 // What becomes of a hostile frame.
@@ -199,12 +200,12 @@ type hostileCase struct {
 // tag returns the TCI of f's VLAN tag (802.1Q or 802.1ad), or -1 if f is
 // untagged.
 func tag(f []byte) int {
-	if len(f) < offEthType+4 {
+	if len(f) < arpframe.OffEthType+4 {
 		return -1
 	}
-	switch binary.BigEndian.Uint16(f[offEthType:]) {
+	switch binary.BigEndian.Uint16(f[arpframe.OffEthType:]) {
 	case 0x8100, 0x88a8:
-		return int(binary.BigEndian.Uint16(f[offEthType+2:]))
+		return int(binary.BigEndian.Uint16(f[arpframe.OffEthType+2:]))
 	}
 	return -1
 }
@@ -252,7 +253,7 @@ func newHostileRig(t *testing.T, override net.HardwareAddr) *hostileRig {
 		if err != nil {
 			return err
 		}
-		h.r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, MAC: ifi.HardwareAddr, Override: override, Policy: pol})
+		h.r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, Settings: Settings{MAC: ifi.HardwareAddr, Override: override, Policy: pol}})
 		return err
 	})
 	if err != nil {
@@ -360,18 +361,18 @@ func TestHostileFramesOnVeth(t *testing.T) {
 	stranger := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
 	req := request
 	cases := []hostileCase{
-		{name: "truncated to 41 bytes", frame: good[:FrameLen-1], fate: malformed},
+		{name: "truncated to 41 bytes", frame: good[:arpframe.Len-1], fate: malformed},
 		{name: "Ethernet header only (14 bytes)", frame: good[:14], fate: malformed},
 		{name: "13 bytes, shorter than an Ethernet header", frame: good[:13], fate: unsendable, errno: unix.EINVAL},
-		{name: "wrong hardware type (IEEE 802)", frame: edit(good, offHType, 0, 6), fate: malformed},
-		{name: "wrong protocol type (IPv6)", frame: edit(good, offPType, 0x86, 0xdd), fate: malformed},
-		{name: "wrong hardware address length", frame: edit(good, offHLen, 8), fate: malformed},
-		{name: "wrong protocol address length", frame: edit(good, offPLen, 16), fate: malformed},
-		{name: "opcode 0", frame: edit(good, offOp, 0, 0), fate: malformed},
-		{name: "opcode 3 (RARP request)", frame: edit(good, offOp, 0, 3), fate: malformed},
-		{name: "opcode 0xffff", frame: edit(good, offOp, 0xff, 0xff), fate: malformed},
-		{name: "ARP reply (op 2)", frame: edit(good, offOp, 0, opReply), fate: filtered},
-		{name: "IPv4 EtherType carrying an ARP request", frame: edit(good, offEthType, 0x08, 0x00), fate: filtered},
+		{name: "wrong hardware type (IEEE 802)", frame: edit(good, arpframe.OffHType, 0, 6), fate: malformed},
+		{name: "wrong protocol type (IPv6)", frame: edit(good, arpframe.OffPType, 0x86, 0xdd), fate: malformed},
+		{name: "wrong hardware address length", frame: edit(good, arpframe.OffHLen, 8), fate: malformed},
+		{name: "wrong protocol address length", frame: edit(good, arpframe.OffPLen, 16), fate: malformed},
+		{name: "opcode 0", frame: edit(good, arpframe.OffOp, 0, 0), fate: malformed},
+		{name: "opcode 3 (RARP request)", frame: edit(good, arpframe.OffOp, 0, 3), fate: malformed},
+		{name: "opcode 0xffff", frame: edit(good, arpframe.OffOp, 0xff, 0xff), fate: malformed},
+		{name: "ARP reply (op 2)", frame: edit(good, arpframe.OffOp, 0, arpframe.OpReply), fate: filtered},
+		{name: "IPv4 EtherType carrying an ARP request", frame: edit(good, arpframe.OffEthType, 0x08, 0x00), fate: filtered},
 		{name: "unicast to another host's MAC", frame: req(pod.MAC, pod.IP, topo.Gateway, stranger), fate: filtered},
 		{name: "802.1Q VLAN 5, broadcast", frame: vlanTag(good, 0x8100, 5), fate: filtered},
 		{name: "802.1Q VLAN 5, unicast to our MAC", frame: vlanTag(req(pod.MAC, pod.IP, topo.Gateway, topo.GatewayMAC), 0x8100, 5), fate: filtered},
@@ -380,12 +381,12 @@ func TestHostileFramesOnVeth(t *testing.T) {
 		{name: "IPv4 multicast destination MAC", frame: req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}), fate: ignored, verdict: policy.NotForUs},
 		{name: "IPv6 multicast destination MAC", frame: req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}), fate: ignored, verdict: policy.NotForUs},
 		{name: "multicast sender MAC", frame: req(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}, pod.IP, topo.Gateway, bcast), fate: ignored, verdict: policy.BadSender},
-		{name: "zero sender MAC", frame: edit(good, offSHA, 0, 0, 0, 0, 0, 0), fate: ignored, verdict: policy.BadSender},
-		{name: "broadcast sender MAC", frame: edit(good, offSHA, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), fate: ignored, verdict: policy.BadSender},
+		{name: "zero sender MAC", frame: edit(good, arpframe.OffSHA, 0, 0, 0, 0, 0, 0), fate: ignored, verdict: policy.BadSender},
+		{name: "broadcast sender MAC", frame: edit(good, arpframe.OffSHA, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), fate: ignored, verdict: policy.BadSender},
 		{name: "broadcast sender IP", frame: req(pod.MAC, netip.MustParseAddr("255.255.255.255"), topo.Gateway, bcast), fate: ignored, verdict: policy.BadSender},
 		{name: "multicast sender IP", frame: req(pod.MAC, netip.MustParseAddr("224.0.0.1"), topo.Gateway, bcast), fate: ignored, verdict: policy.BadSender},
 		{name: "broadcast target IP", frame: req(pod.MAC, pod.IP, netip.MustParseAddr("255.255.255.255"), bcast), fate: ignored, verdict: policy.BadTarget},
-		{name: "target MAC field set (ignored in a request)", frame: edit(good, offTHA, 0x02, 1, 2, 3, 4, 5), fate: answered},
+		{name: "target MAC field set (ignored in a request)", frame: edit(good, arpframe.OffTHA, 0x02, 1, 2, 3, 4, 5), fate: answered},
 		{name: "padded to 1514 bytes (a full 1500-MTU frame)", frame: padTo(good, 1514), fate: answered},
 		{name: "1515 bytes, over the pod's MTU", frame: padTo(good, 1515), fate: unsendable, errno: unix.EMSGSIZE},
 	}

@@ -13,112 +13,43 @@ type fakeClock struct{ ns int64 }
 
 func (c *fakeClock) now() int64              { return c.ns }
 func (c *fakeClock) advance(d time.Duration) { c.ns += int64(d) }
-func (c *fakeClock) limiter(rate, burst int) rateLimiter {
-	return newRateLimiter(rate, burst, c.now)
+
+// useClock makes r's limiter read c, from a full bucket.
+func (c *fakeClock) useClock(r *Responder, cfg Config) {
+	r.limit = newLimiter(&cfg, c.now)
 }
 
-func TestRateLimiter(t *testing.T) {
-	type step struct {
-		advance time.Duration // move the clock first
-		asks    int           // then ask this many times at that instant
-		want    int           // and expect this many allowed
-	}
-	tests := []struct {
-		name        string
+// TestLimiterFromConfig: Config.RateLimit and RateBurst make the limiter
+// (internal/ratelimit tests the limiter itself).
+func TestLimiterFromConfig(t *testing.T) {
+	for _, c := range []struct {
 		rate, burst int
-		start       int64 // the clock's first reading
-		steps       []step
+		interval    time.Duration
+		wantBurst   int
 	}{
-		{"burst then empty", 1000, 100, 0, []step{{0, 150, 100}, {0, 10, 0}}},
-		{"refill one token per interval", 1000, 100, 0, []step{
-			{0, 100, 100}, {time.Millisecond, 5, 1}, {500 * time.Microsecond, 5, 0},
-			{500 * time.Microsecond, 5, 1}, {10 * time.Millisecond, 50, 10}}},
-		{"idle refills only up to the burst", 1000, 100, 0, []step{
-			{0, 100, 100}, {time.Hour, 1_000_000, 100}, {0, 1, 0}}},
-		{"clock far from zero starts full", 200, 20, int64(90 * 24 * time.Hour), []step{{0, 25, 20}, {5 * time.Millisecond, 2, 1}}},
-		{"default burst is a tenth of a second", 1000, 0, 0, []step{{0, 1000, 100}}},
-		{"default burst is at least 10", 5, 0, 0, []step{{0, 20, 10}, {200 * time.Millisecond, 5, 1}}},
-		{"burst of one", 10, 1, 0, []step{{0, 3, 1}, {99 * time.Millisecond, 1, 0}, {time.Millisecond, 3, 1}}},
-		{"rate above 1e9/s is one per ns", 2_000_000_000, 4, 0, []step{{0, 10, 4}, {3, 10, 3}}},
-		{"disabled", 0, 0, 0, []step{{0, 100_000, 100_000}, {time.Hour, 10, 10}}},
-		{"negative is disabled", -1, 5, 0, []step{{0, 1000, 1000}}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := &fakeClock{ns: tt.start}
-			l := c.limiter(tt.rate, tt.burst)
-			for i, s := range tt.steps {
-				c.advance(s.advance)
-				got := 0
-				for range s.asks {
-					if l.allow() {
-						got++
-					}
-				}
-				if got != s.want {
-					t.Fatalf("step %d (+%v, %d asks): %d allowed, want %d", i, s.advance, s.asks, got, s.want)
-				}
-			}
-		})
-	}
-}
-
-// TestRateLimiterSustained: under a steady flood far above the rate, the
-// replies over a window are rate × window plus the burst, give or take one.
-func TestRateLimiterSustained(t *testing.T) {
-	for _, rate := range []int{1, 7, 200, 1000, 3000, 100_000} {
-		c := &fakeClock{}
-		l := c.limiter(rate, 0)
-		allowed := 0
-		// 2 s of a flood of one request every 10 µs.
-		for range 200_000 {
-			if l.allow() {
-				allowed++
-			}
-			c.advance(10 * time.Microsecond)
+		{10, 0, 100 * time.Millisecond, 10},
+		{DefaultRateLimit, 0, time.Millisecond, 100},
+		{1000, 3, time.Millisecond, 3},
+		{0, 5, 0, 0},
+	} {
+		r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+			RateLimit: c.rate, RateBurst: c.burst})
+		if iv, b := r.limit.Limit(); iv != c.interval || b != c.wantBurst {
+			t.Errorf("limiter from Config{RateLimit: %d, RateBurst: %d}: %v per token, burst %d; want %v, %d",
+				c.rate, c.burst, iv, b, c.interval, c.wantBurst)
 		}
-		want := 2*rate + burstFor(rate)
-		if rate > 50_000 {
-			want = 200_000 // the flood itself is slower than the limit
-		}
-		if allowed < want-1 || allowed > want+1 {
-			t.Errorf("rate %d/s: %d allowed in 2 s of flood, want %d±1", rate, allowed, want)
-		}
-	}
-}
-
-// TestRateLimiterDisabledReadsNoClock: with no limit, deciding costs no
-// clock read.
-func TestRateLimiterDisabledReadsNoClock(t *testing.T) {
-	l := newRateLimiter(0, 0, func() int64 { t.Fatal("clock read with no limit"); return 0 })
-	for range 10 {
-		if !l.allow() {
-			t.Fatal("refused with no limit")
-		}
-	}
-}
-
-func TestMonotonicNow(t *testing.T) {
-	a := monotonicNow()
-	time.Sleep(time.Millisecond)
-	b := monotonicNow()
-	if a < 0 || b-a < int64(time.Millisecond) || b-a > int64(10*time.Second) {
-		t.Errorf("monotonicNow: %d then %d across a 1 ms sleep", a, b)
-	}
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), RateLimit: 10})
-	if r.limit.now == nil || r.limit.interval != int64(100*time.Millisecond) || r.limit.depth != int64(time.Second) {
-		t.Errorf("limiter from Config{RateLimit: 10}: %+v, want 100 ms per token, burst 10 and a clock", r.limit)
 	}
 }
 
 func rateLimitedResponder(t testing.TB, f transport, rate, burst int) (*Responder, *fakeClock) {
-	cfg := Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), RateLimit: rate, RateBurst: burst}
+	cfg := Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+		RateLimit: rate, RateBurst: burst}
 	if err := checkConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
 	r := newResponder(f, cfg)
 	c := &fakeClock{}
-	r.limit.now = c.now
+	c.useClock(r, cfg)
 	return r, c
 }
 
@@ -166,7 +97,8 @@ func TestHandleRateLimitedDoesNotAllocate(t *testing.T) {
 		t.Errorf("%v allocs per answered request, %v per rate-limited one; want 0", allowed, limited)
 	}
 	// And with the real clock.
-	r = newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t), RateLimit: 1000})
+	r = newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)},
+		RateLimit: 1000})
 	if n := testing.AllocsPerRun(1000, func() { r.handle(gwRequest) }); n != 0 {
 		t.Errorf("%v allocs per request with the monotonic clock", n)
 	}
@@ -186,8 +118,9 @@ func BenchmarkHandleRateLimit(b *testing.B) {
 		rate, burst int
 	}{{"answered", 1 << 40, 0}, {"limited", 1000, 1}} {
 		b.Run(bc.name, func(b *testing.B) {
-			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", MAC: hostMAC, Policy: gwPolicy(b),
-				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}, RateLimit: bc.rate, RateBurst: bc.burst})
+			r := newResponder(nopTransport{}, Config{Index: 7, Name: "calibench", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(b),
+				OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}},
+				RateLimit: bc.rate, RateBurst: bc.burst})
 			frame := request(podMAC, podIP, gateway, benchBcast)
 			b.ReportAllocs()
 			for b.Loop() {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
 
@@ -40,10 +41,10 @@ func BenchmarkReceiveVeth(b *testing.B) {
 			defer p.close()
 			cl := newClient(b, pod)
 			frame := request(pod.MAC, pod.IP, tp.UplinkIP, bcast)
-			var req arpRequest
+			var req arpframe.Frame
 			got, stamped := 0, 0
 			p.handle = func(f []byte, rx int64) {
-				if decodeRequest(f, &req) == nil {
+				if arpframe.Decode(f, &req) == nil && req.Op == arpframe.OpRequest {
 					got++
 				}
 				if rx != 0 {

@@ -1,36 +1,7 @@
-// Package responder answers ARP requests on one interface: the per-interface
-// hot path of pxresp.
-//
-// A Responder owns one AF_PACKET socket bound to one interface, with a BPF
-// filter that lets through only inbound ARP requests (and frames claiming to
-// be ARP that are malformed, so they can be counted). For each request it
-// asks the policy for a verdict and, on policy.Reply, sends the reply the
-// kernel's proxy_arp would send: unicast to the requester, from the
-// interface's current MAC (or the override MAC, which SetOverride changes
-// in place on the open socket).
-//
-// A route-mode policy (policy.NewRoute) decides from the host's route to the
-// target. The Responder asks Config.Router for it only when the policy says
-// the request needs it (policy.NeedsRoute): probes, gratuitous requests and
-// targets outside the policy cost no lookup.
-//
-// Replies are rate limited per interface (Config.RateLimit), so that a pod
-// flooding requests gets a bounded number of answers and costs a bounded
-// amount of work to send them; a request over the limit is counted, not
-// answered.
-//
-// With Config.DryRun a Responder decides, rate limits and counts as usual,
-// and logs at info level each reply it would send, but sends nothing
-// (Stats.DryRun). With Config.Latency it asks the kernel for each request's
-// receive timestamp (SO_TIMESTAMPNS) and, for each reply sent, observes the
-// seconds from that timestamp to the return of the send.
-//
-// The hot path does not allocate, takes no locks and logs only at debug
-// level (a dry run logs its would-be replies at info level, which
-// allocates). A bad frame is dropped and counted; it never ends Serve.
 package responder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,8 +13,45 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
+	"github.com/pxresp/pxresp/internal/ratelimit"
 	"github.com/pxresp/pxresp/policy"
 )
+
+// Settings are what a Responder answers with: Listen takes them in Config,
+// Apply changes them in place on the open socket.
+type Settings struct {
+	// MAC is the interface's current hardware address, 6 bytes. Unicast
+	// requests sent to it are answered, and replies carry it unless
+	// Override is set.
+	MAC net.HardwareAddr
+	// Override, if set, is the MAC to answer with instead of MAC (--mac, a
+	// rule's mac); it must pass policy.CheckMAC. Unicast requests sent to
+	// it are answered too.
+	Override net.HardwareAddr
+	// Policy decides which requests to answer. Required.
+	Policy *policy.Policy
+	// OnLink holds the prefixes the host routes out this interface: a
+	// request for an address in them is the requester's own side of the
+	// link, and a gateway-mode policy never answers it (route mode asks
+	// the Router instead).
+	OnLink []netip.Prefix
+}
+
+// check reports what is wrong with s, naming the value.
+func (s *Settings) check() error {
+	switch {
+	case s.Policy == nil:
+		return errors.New("no policy")
+	case len(s.MAC) != 6:
+		return fmt.Errorf("MAC %v: not a 6-byte Ethernet address", s.MAC)
+	case len(s.Override) > 0:
+		if err := policy.CheckMAC(s.Override); err != nil {
+			return fmt.Errorf("override MAC %v: %w", s.Override, err)
+		}
+	}
+	return nil
+}
 
 // Config describes the interface a Responder serves and what it answers.
 type Config struct {
@@ -51,18 +59,8 @@ type Config struct {
 	// to; Name is for logs.
 	Index int
 	Name  string
-	// MAC is the interface's current hardware address. Unicast requests
-	// sent to it are answered, and replies carry it unless Override is set.
-	MAC net.HardwareAddr
-	// Override, if set, is the MAC to answer with instead of MAC (--mac).
-	// Unicast requests sent to it are answered too.
-	Override net.HardwareAddr
-	// Policy decides which requests to answer. Required.
-	Policy *policy.Policy
-	// OnLink holds the prefixes the host routes out this interface: a
-	// request for an address in them is the requester's own side of the
-	// link, and is never answered.
-	OnLink []netip.Prefix
+	// Settings are what it answers with at first; Apply changes them.
+	Settings
 	// Logger receives per-frame debug records and warnings; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -77,12 +75,12 @@ type Config struct {
 	// 10. It is ignored without a RateLimit.
 	RateBurst int
 	// Router classifies the host's route to a request's target for
-	// route-mode policies. It is asked only when the policy's NeedsRoute
-	// says so; without a Router such requests get policy.RouteUnknown
-	// (verdict route-unknown). It is fixed for the Responder's life:
-	// SetPolicy may switch between gateway and route mode, and the Router
+	// route-mode policies: the policy asks it (policy.Decide) only for
+	// requests whose answer hangs on the route. Without a Router those
+	// get the verdict route-unknown. It is fixed for the Responder's life:
+	// Apply may switch between gateway and route mode, and the Router
 	// stays.
-	Router Router
+	Router policy.Router
 	// DryRun makes the Responder decide, rate limit, count and log at info
 	// level ("dry run: would reply") each reply it would send, and send
 	// nothing. Would-be replies are counted in Stats.DryRun, not in
@@ -95,16 +93,6 @@ type Config struct {
 	// without a timestamp (no or a short control message) is answered and
 	// not observed.
 	Latency Observer
-}
-
-// Router classifies routes for route-mode policies. internal/route.Cache
-// implements it.
-type Router interface {
-	// Route classifies the host's route for a packet from src arriving on
-	// ifindex iif to dst. It is called on the hot path from many
-	// responders at once: it must be safe for concurrent use, not
-	// allocate on a cache hit, and never block for long.
-	Route(iif int, src, dst netip.Addr) policy.RouteClass
 }
 
 // Observer receives latency observations, in seconds.
@@ -140,6 +128,21 @@ type Stats struct {
 	DryRun uint64
 }
 
+// Add adds o's counters to s, so that s sums several Responders' (or one
+// Responder's over several lives).
+func (s *Stats) Add(o Stats) {
+	s.Requests += o.Requests
+	s.Replies += o.Replies
+	for i := range o.Ignored {
+		s.Ignored[i] += o.Ignored[i]
+	}
+	s.Malformed += o.Malformed
+	s.SendErrors += o.SendErrors
+	s.ReadErrors += o.ReadErrors
+	s.RateLimited += o.RateLimited
+	s.DryRun += o.DryRun
+}
+
 // state is what the hot path reads: swapped as a whole, read with one atomic
 // load per frame.
 type state struct {
@@ -147,7 +150,41 @@ type state struct {
 	answer   [6]byte // the MAC replies carry
 	policy   *policy.Policy
 	onLink   []netip.Prefix
-	override bool
+	override bool // answer is an override MAC
+}
+
+// newState returns the state of s, which check accepted.
+func newState(s *Settings) *state {
+	st := &state{policy: s.Policy, onLink: slices.Clone(s.OnLink)}
+	copy(st.mac[:], s.MAC)
+	var ov net.HardwareAddr
+	if len(s.Override) > 0 {
+		ov = s.Override
+	}
+	st.setOverride(ov)
+	return st
+}
+
+// setOverride makes replies carry ov, or with a nil ov the interface's MAC.
+func (s *state) setOverride(ov net.HardwareAddr) {
+	if ov == nil {
+		s.answer, s.override = s.mac, false
+		return
+	}
+	s.answer, s.override = [6]byte(ov), true
+}
+
+// overrideMAC returns a copy of the override MAC, or nil if there is none.
+func (s *state) overrideMAC() net.HardwareAddr {
+	if !s.override {
+		return nil
+	}
+	return slices.Clone(s.answer[:])
+}
+
+func (s *state) equal(o *state) bool {
+	return s.mac == o.mac && s.answer == o.answer && s.override == o.override &&
+		s.policy == o.policy && slices.Equal(s.onLink, o.onLink)
 }
 
 // Responder answers ARP requests on one interface. Create it with Listen
@@ -162,22 +199,22 @@ type Responder struct {
 	info  bool
 
 	// Fixed at creation (Config).
-	router  Router
+	router  policy.Router
 	dryRun  bool
 	latency Observer
 
 	st atomic.Pointer[state]
-	mu sync.Mutex // serialises the Set methods' read-modify-write of st
+	mu sync.Mutex // serialises Apply
 
 	closeOnce sync.Once
 	closed    atomic.Bool
 	closeErr  error
 
 	// Used only by the goroutine running Serve.
-	req   arpRequest
+	req   arpframe.Frame
 	preq  policy.Request
-	reply [FrameLen]byte
-	limit rateLimiter
+	reply [arpframe.Len]byte
+	limit ratelimit.Limiter
 	wall  wallClock
 
 	requests, replies, malformed, sendErrors, readErrors, rateLimited, dryRuns atomic.Uint64
@@ -220,30 +257,11 @@ func Listen(cfg Config) (*Responder, error) {
 }
 
 func checkConfig(cfg *Config) error {
-	switch {
-	case cfg.Index <= 0:
+	if cfg.Index <= 0 {
 		return fmt.Errorf("responder for %q: invalid ifindex %d", cfg.Name, cfg.Index)
-	case cfg.Policy == nil:
-		return fmt.Errorf("responder for %q: no policy", cfg.Name)
-	case len(cfg.MAC) != 6:
-		return fmt.Errorf("responder for %q: MAC %v is not a 6-byte Ethernet address", cfg.Name, cfg.MAC)
-	case cfg.Override != nil:
-		if err := checkOverride(cfg.Override); err != nil {
-			return fmt.Errorf("responder for %q: %w", cfg.Name, err)
-		}
 	}
-	return nil
-}
-
-// checkOverride accepts a unicast, non-zero, 6-byte MAC.
-func checkOverride(mac net.HardwareAddr) error {
-	switch {
-	case len(mac) != 6:
-		return fmt.Errorf("override MAC %v is not a 6-byte Ethernet address", mac)
-	case mac[0]&1 == 1:
-		return fmt.Errorf("override MAC %v is not a unicast address", mac)
-	case [6]byte(mac) == [6]byte{}:
-		return fmt.Errorf("override MAC %v is the zero address", mac)
+	if err := cfg.Settings.check(); err != nil {
+		return fmt.Errorf("responder for %q: %w", cfg.Name, err)
 	}
 	return nil
 }
@@ -261,106 +279,63 @@ func newResponder(t transport, cfg Config) *Responder {
 		log:   log,
 		debug: log.Enabled(context.Background(), slog.LevelDebug),
 		info:  log.Enabled(context.Background(), slog.LevelInfo),
-		limit: newRateLimiter(cfg.RateLimit, cfg.RateBurst, monotonicNow),
+		limit: newLimiter(&cfg, nil),
 
 		router:  cfg.Router,
 		dryRun:  cfg.DryRun,
 		latency: cfg.Latency,
 	}
-	s := &state{policy: cfg.Policy, onLink: slices.Clone(cfg.OnLink)}
-	copy(s.mac[:], cfg.MAC)
-	s.answer = s.mac
-	if cfg.Override != nil {
-		copy(s.answer[:], cfg.Override)
-		s.override = true
-	}
-	r.st.Store(s)
+	r.preq.Ifindex = cfg.Index
+	r.st.Store(newState(&cfg.Settings))
 	return r
 }
 
-// update applies fn to a copy of the current state and publishes it.
-func (r *Responder) update(fn func(*state)) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := *r.st.Load()
-	fn(&s)
-	r.st.Store(&s)
-}
-
-// SetMAC records the interface's new hardware address. The next reply
-// carries it (unless an override MAC is configured). A mac that is not 6
-// bytes long is ignored.
-func (r *Responder) SetMAC(mac net.HardwareAddr) {
-	if len(mac) != 6 {
-		r.log.Warn("ignoring MAC that is not 6 bytes", "mac", mac)
-		return
-	}
-	r.update(func(s *state) {
-		copy(s.mac[:], mac)
-		if !s.override {
-			s.answer = s.mac
-		}
-	})
-}
-
-// SetOverride changes the MAC replies carry in place of the interface's own
-// (Config.Override, --mac), or with a nil (or empty) mac clears it: replies
-// then carry the interface's MAC again. A mac that is not a 6-byte unicast,
-// non-zero address is an error, and changes nothing.
+// Apply makes s the Responder's settings, in place: the socket stays open.
+// It works out what changed and does only that; settings equal to the
+// current ones change nothing. The next request is decided and answered
+// under s. Settings that are not valid (no policy, a MAC that is not 6
+// bytes, an override that policy.CheckMAC refuses) are an error, and change
+// nothing. Apply is safe to call from any goroutine, concurrently with
+// Serve.
 //
-// The socket stays open: its BPF filter, which lets through frames for other
-// hosts only when they are sent to the override MAC, is replaced in place,
-// first by one that passes both the old and the new override, then, once
-// the next reply carries the new MAC, by one that passes only the new one.
-// No request to the new MAC (which a pod learns only from a reply carrying
-// it) or broadcast is lost on the way; a request still sent to the old
-// override MAC is not answered (counted not-for-us if it was already
-// queued, dropped by the filter after that).
-func (r *Responder) SetOverride(mac net.HardwareAddr) error {
-	if len(mac) == 0 {
-		mac = nil
-	} else if err := checkOverride(mac); err != nil {
+// When the override MAC changes (set, changed or cleared), the socket's BPF
+// filter, which lets through frames for other hosts only when they are
+// sent to the override MAC, is replaced in place: first by one that passes
+// both the old and the new override, then, once the next reply carries the
+// new MAC, by one that passes only the new one. No request to the new MAC
+// (which a pod learns only from a reply carrying it) or broadcast is lost
+// on the way; a request still sent to the old override MAC is not answered
+// (counted not-for-us if it was already queued, dropped by the filter
+// after that). If the first filter cannot be attached, the rest of s is
+// applied, the old override stays, and Apply returns the error; if the
+// second cannot, the new override is in use, the filter still passes the
+// old one too, and Apply returns the error.
+func (r *Responder) Apply(s Settings) error {
+	if err := s.check(); err != nil {
 		return fmt.Errorf("%s: %w", r.name, err)
 	}
-	mac = slices.Clone(mac)
+	next := newState(&s)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := *r.st.Load()
-	var old net.HardwareAddr
-	if s.override {
-		old = slices.Clone(s.answer[:])
+	cur := r.st.Load()
+	if next.equal(cur) {
+		return nil
 	}
-	if err := r.t.setFilter(old, mac); err != nil {
+	oldOv, newOv := cur.overrideMAC(), next.overrideMAC()
+	if bytes.Equal(oldOv, newOv) {
+		r.st.Store(next)
+		return nil
+	}
+	if err := r.t.setFilter(oldOv, newOv); err != nil {
+		next.setOverride(oldOv)
+		r.st.Store(next)
 		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
 	}
-	if mac != nil {
-		s.answer, s.override = [6]byte(mac), true
-	} else {
-		s.answer, s.override = s.mac, false
-	}
-	r.st.Store(&s)
-	if err := r.t.setFilter(mac); err != nil {
-		// The new MAC is in use and the filter passes it; it passes the
-		// old one too, and such frames are counted not-for-us.
+	r.st.Store(next)
+	if err := r.t.setFilter(newOv); err != nil {
 		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
 	}
 	return nil
-}
-
-// SetPolicy replaces the policy; the next request is decided by p. A nil
-// policy is ignored. It may switch between gateway and route mode: the
-// Router from Config serves route mode.
-func (r *Responder) SetPolicy(p *policy.Policy) {
-	if p == nil {
-		return
-	}
-	r.update(func(s *state) { s.policy = p })
-}
-
-// SetOnLink replaces the prefixes routed out this interface.
-func (r *Responder) SetOnLink(prefixes []netip.Prefix) {
-	prefixes = slices.Clone(prefixes)
-	r.update(func(s *state) { s.onLink = prefixes })
 }
 
 // MAC returns the hardware address replies currently carry.
@@ -422,63 +397,59 @@ func (r *Responder) handle(frame []byte) { r.handleAt(frame, 0) }
 // runs on the Serve goroutine only.
 func (r *Responder) handleAt(frame []byte, rx int64) {
 	req := &r.req
-	if err := decodeRequest(frame, req); err != nil {
-		if err == errNotRequest {
-			// The BPF filter drops replies; one may slip in only while
-			// the filter is being attached.
-			return
-		}
+	if err := arpframe.Decode(frame, req); err != nil {
 		r.malformed.Add(1)
 		if r.debug {
 			r.log.Debug("malformed frame", "len", len(frame), "err", err)
 		}
 		return
 	}
+	if req.Op != arpframe.OpRequest {
+		// The BPF filter drops replies; one may slip in only while the
+		// filter is being attached.
+		return
+	}
 	r.requests.Add(1)
 	s := r.st.Load()
 	p := &r.preq
-	p.SenderMAC = req.sha
-	p.SenderIP = req.spa
-	p.TargetIP = req.tpa
-	switch req.ethDst {
-	case [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}:
+	p.SenderMAC = req.SHA
+	p.SenderIP = req.SPA
+	p.TargetIP = req.TPA
+	switch req.EthDst {
+	case arpframe.Broadcast:
 		p.Delivery = policy.Broadcast
 	case s.answer, s.mac:
 		p.Delivery = policy.Unicast
 	default:
 		p.Delivery = policy.OtherHost
 	}
-	p.TargetOnLink = onLink(s.onLink, req.tpa)
-	p.Route = policy.RouteUnknown
-	if s.policy.NeedsRoute(p) && r.router != nil {
-		p.Route = r.router.Route(r.index, req.spa, req.tpa)
-	}
-	v := s.policy.Decide(p)
+	p.TargetOnLink = onLink(s.onLink, req.TPA)
+	v := s.policy.Decide(p, r.router)
 	if v != policy.Reply {
 		r.ignored[v].Add(1)
 		if r.debug {
-			r.log.Debug("ignored", "verdict", v, "sender", req.spa, "target", req.tpa, "delivery", p.Delivery, "route", p.Route)
+			r.log.Debug("ignored", "verdict", v, "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery)
 		}
 		return
 	}
 	// Replies are limited, not reads: a request that would not be
 	// answered costs no token.
-	if !r.limit.allow() {
+	if !r.limit.Allow() {
 		r.rateLimited.Add(1)
 		if r.debug {
-			r.log.Debug("rate limited", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+			r.log.Debug("rate limited", "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery)
 		}
 		return
 	}
 	if r.dryRun {
 		r.dryRuns.Add(1)
 		if r.info {
-			r.log.Info("dry run: would reply", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery,
+			r.log.Info("dry run: would reply", "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery,
 				"mac", net.HardwareAddr(s.answer[:]).String())
 		}
 		return
 	}
-	if err := r.t.send(encodeReply(r.reply[:], req, s.answer)); err != nil {
+	if err := r.t.send(arpframe.EncodeReply(r.reply[:], req, s.answer)); err != nil {
 		r.sendErrors.Add(1)
 		if r.debug {
 			r.log.Debug("send failed", "err", err)
@@ -494,7 +465,7 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 	}
 	r.replies.Add(1)
 	if r.debug {
-		r.log.Debug("replied", "sender", req.spa, "target", req.tpa, "delivery", p.Delivery)
+		r.log.Debug("replied", "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -52,7 +53,8 @@ func listenIn(t *testing.T, tp *topo.Topology, p *topo.Pod, pol *policy.Policy, 
 		if err != nil {
 			return err
 		}
-		r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, MAC: ifi.HardwareAddr, Policy: pol, OnLink: onLink})
+		r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, Settings: Settings{MAC: ifi.HardwareAddr, Policy: pol,
+			OnLink: onLink}})
 		return err
 	})
 	if err != nil {
@@ -177,11 +179,11 @@ func TestFilterAndMalformedFrames(t *testing.T) {
 	good := request(pod.MAC, pod.IP, topo.Gateway, bcast)
 
 	replyFrame := bytes.Clone(good)
-	replyFrame[offOp+1] = opReply
+	replyFrame[arpframe.OffOp+1] = arpframe.OpReply
 	badHType := bytes.Clone(good)
-	badHType[offHType+1] = 6
+	badHType[arpframe.OffHType+1] = 6
 	badOp := bytes.Clone(good)
-	badOp[offOp+1] = 9
+	badOp[arpframe.OffOp+1] = 9
 	truncated := bytes.Clone(good[:30])
 	otherHost := request(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99})
 	for _, f := range [][]byte{replyFrame, badHType, truncated, otherHost, badOp} {

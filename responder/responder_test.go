@@ -1,21 +1,22 @@
 package responder
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
-	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
+	"github.com/pxresp/pxresp/internal/test/framecases"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -123,81 +124,34 @@ func gwPolicy(t testing.TB) *policy.Policy {
 }
 
 func newTestResponder(t testing.TB, f transport) *Responder {
-	cfg := Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t)}
+	cfg := Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t)}}
 	if err := checkConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
 	return newResponder(f, cfg)
 }
 
-type frameCase struct {
-	name, want string
-	in, out    []byte
-}
-
 // loadFrameCases reads testdata/arp-frames.txt.
-func loadFrameCases(t testing.TB) []frameCase {
+func loadFrameCases(t testing.TB) []framecases.Case {
 	t.Helper()
-	data, err := os.ReadFile("../testdata/arp-frames.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []frameCase
-	var c *frameCase
-	unhex := func(s string) []byte {
-		s = strings.NewReplacer(" ", "", "|", "").Replace(s)
-		b, err := hex.DecodeString(s)
-		if err != nil {
-			t.Fatalf("testdata: case %q: %v", c.name, err)
-		}
-		return b
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		key, val, ok := strings.Cut(line, ":")
-		if !ok {
-			t.Fatalf("testdata: bad line %q", line)
-		}
-		val = strings.TrimSpace(val)
-		switch key {
-		case "name":
-			cases = append(cases, frameCase{name: val})
-			c = &cases[len(cases)-1]
-		case "in":
-			c.in = unhex(val)
-		case "want":
-			c.want = val
-		case "out":
-			c.out = unhex(val)
-		default:
-			t.Fatalf("testdata: unknown key %q", key)
-		}
-	}
-	if len(cases) < 10 {
-		t.Fatalf("testdata: only %d cases", len(cases))
-	}
-	return cases
+	return framecases.Load(t, "../testdata/arp-frames.txt")
 }
 
 func TestFrames(t *testing.T) {
 	for _, c := range loadFrameCases(t) {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.Name, func(t *testing.T) {
 			f := newFake()
 			r := newTestResponder(t, f)
-			r.handle(c.in)
+			r.handle(c.In)
 			sent := f.takeSent()
 			st := r.Stats()
-			switch c.want {
+			switch c.Want {
 			case "reply":
 				if len(sent) != 1 {
 					t.Fatalf("sent %d frames, want 1 reply", len(sent))
 				}
-				if !bytes.Equal(sent[0], c.out) {
-					t.Errorf("reply\n got %x\nwant %x", sent[0], c.out)
+				if !bytes.Equal(sent[0], c.Out) {
+					t.Errorf("reply\n got %x\nwant %x", sent[0], c.Out)
 				}
 				if st.Requests != 1 || st.Replies != 1 {
 					t.Errorf("stats %+v, want 1 request and 1 reply", st)
@@ -211,7 +165,7 @@ func TestFrames(t *testing.T) {
 					t.Errorf("sent %d, stats %+v: want nothing at all", len(sent), st)
 				}
 			default:
-				v := verdictByName(t, c.want)
+				v := verdictByName(t, c.Want)
 				if len(sent) != 0 {
 					t.Errorf("sent %x, want nothing (%v)", sent, v)
 				}
@@ -235,28 +189,7 @@ func verdictByName(t testing.TB, name string) policy.Verdict {
 
 // request builds the frame "who-has target tell sender", sent to dst.
 func request(senderMAC net.HardwareAddr, sender, target netip.Addr, dst net.HardwareAddr) []byte {
-	b := make([]byte, FrameLen)
-	copy(b[offEthDst:], dst)
-	copy(b[offEthSrc:], senderMAC)
-	binary.BigEndian.PutUint16(b[offEthType:], etherTypeARP)
-	binary.BigEndian.PutUint16(b[offHType:], hTypeEther)
-	binary.BigEndian.PutUint16(b[offPType:], pTypeIPv4)
-	b[offHLen], b[offPLen] = 6, 4
-	binary.BigEndian.PutUint16(b[offOp:], opRequest)
-	copy(b[offSHA:], senderMAC)
-	s4, t4 := sender.As4(), target.As4()
-	copy(b[offSPA:], s4[:])
-	copy(b[offTPA:], t4[:])
-	return b
-}
-
-func TestRequestHelperMatchesTestdata(t *testing.T) {
-	want := loadFrameCases(t)[0].in
-	got := request(net.HardwareAddr{0x02, 0, 0x0a, 0xf4, 0, 2}, netip.MustParseAddr("10.244.0.2"), gateway,
-		net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	if !bytes.Equal(got, want) {
-		t.Fatalf("request()\n got %x\nwant %x", got, want)
-	}
+	return arpframe.EncodeRequest(make([]byte, arpframe.Len), [6]byte(dst), [6]byte(senderMAC), sender, target)
 }
 
 var (
@@ -266,11 +199,25 @@ var (
 	gwRequest = request(podMAC, podIP, gateway, bcast)
 )
 
-func TestSetMACIsUsedInTheNextReply(t *testing.T) {
+// change applies r's current settings as mod changes them, the way the
+// daemon applies a link's or a rule's change: every setting at once.
+func change(r *Responder, mod func(*Settings)) error {
+	st := r.st.Load()
+	s := Settings{MAC: slices.Clone(st.mac[:]), Policy: st.policy, OnLink: slices.Clone(st.onLink)}
+	if st.override {
+		s.Override = slices.Clone(st.answer[:])
+	}
+	mod(&s)
+	return r.Apply(s)
+}
+
+func TestApplyMACIsUsedInTheNextReply(t *testing.T) {
 	f := newFake()
 	r := newTestResponder(t, f)
 	newMAC := net.HardwareAddr{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
-	r.SetMAC(newMAC)
+	if err := change(r, func(s *Settings) { s.MAC = newMAC }); err != nil {
+		t.Fatal(err)
+	}
 	r.handle(gwRequest)
 	// A unicast re-probe to the old MAC is now for another host.
 	r.handle(request(podMAC, podIP, gateway, hostMAC))
@@ -280,40 +227,46 @@ func TestSetMACIsUsedInTheNextReply(t *testing.T) {
 		t.Fatalf("sent %d replies, want 2", len(sent))
 	}
 	for _, s := range sent {
-		if !bytes.Equal(s[offEthSrc:offEthSrc+6], newMAC) || !bytes.Equal(s[offSHA:offSHA+6], newMAC) {
+		if !bytes.Equal(s[arpframe.OffEthSrc:arpframe.OffEthSrc+6], newMAC) || !bytes.Equal(s[arpframe.OffSHA:arpframe.OffSHA+6], newMAC) {
 			t.Errorf("reply %x does not carry the new MAC %v", s, newMAC)
 		}
 	}
 	if got := r.Stats().Ignored[policy.NotForUs]; got != 1 {
 		t.Errorf("not-for-us = %d, want 1", got)
 	}
-	r.SetMAC(net.HardwareAddr{1, 2, 3}) // ignored
+	err := change(r, func(s *Settings) { s.MAC = net.HardwareAddr{1, 2, 3} })
+	if err == nil || !strings.Contains(err.Error(), "calitest") || !strings.Contains(err.Error(), "01:02:03") {
+		t.Errorf("Apply with a 3-byte MAC = %v, want an error naming the interface and the MAC", err)
+	}
 	if !bytes.Equal(r.MAC(), newMAC) {
-		t.Errorf("MAC() = %v after a bad SetMAC, want %v", r.MAC(), newMAC)
+		t.Errorf("MAC() = %v after a bad Apply, want %v", r.MAC(), newMAC)
 	}
 }
 
 func TestOverrideMAC(t *testing.T) {
 	f := newFake()
 	override := net.HardwareAddr{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
-	r := newResponder(f, Config{Index: 7, Name: "calitest", MAC: hostMAC, Override: override, Policy: gwPolicy(t)})
+	r := newResponder(f, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Override: override, Policy: gwPolicy(t)}})
 	r.handle(gwRequest)
 	r.handle(request(podMAC, podIP, gateway, override)) // unicast to the override
 	r.handle(request(podMAC, podIP, gateway, hostMAC))  // unicast to the device MAC
-	r.SetMAC(net.HardwareAddr{0x02, 0, 0, 0, 0, 9})     // the device MAC changes; the override stays
+	// The device MAC changes; the override stays.
+	if err := change(r, func(s *Settings) { s.MAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 9} }); err != nil {
+		t.Fatal(err)
+	}
 	r.handle(gwRequest)
 	sent := f.takeSent()
 	if len(sent) != 4 {
 		t.Fatalf("sent %d replies, want 4", len(sent))
 	}
 	for _, s := range sent {
-		if !bytes.Equal(s[offSHA:offSHA+6], override) {
+		if !bytes.Equal(s[arpframe.OffSHA:arpframe.OffSHA+6], override) {
 			t.Errorf("reply %x does not carry the override MAC", s)
 		}
 	}
 }
 
-func TestSetPolicyAndOnLink(t *testing.T) {
+func TestApplyPolicyAndOnLink(t *testing.T) {
 	f := newFake()
 	r := newTestResponder(t, f)
 	podB := netip.MustParseAddr("10.244.0.3")
@@ -322,14 +275,64 @@ func TestSetPolicyAndOnLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.SetPolicy(p)
-	r.SetPolicy(nil) // ignored
+	if err := change(r, func(s *Settings) { s.Policy = p }); err != nil {
+		t.Fatal(err)
+	}
+	if err := change(r, func(s *Settings) { s.Policy = nil }); err == nil || !strings.Contains(err.Error(), "no policy") {
+		t.Errorf("Apply without a policy = %v, want an error", err)
+	}
 	r.handle(request(podMAC, podIP, podB, bcast))
-	r.SetOnLink([]netip.Prefix{netip.MustParsePrefix("10.244.0.3/32")})
+	if err := change(r, func(s *Settings) { s.OnLink = []netip.Prefix{netip.MustParsePrefix("10.244.0.3/32")} }); err != nil {
+		t.Fatal(err)
+	}
 	r.handle(request(podMAC, podIP, podB, bcast))
 	st := r.Stats()
 	if st.Ignored[policy.NotTarget] != 1 || st.Replies != 1 || st.Ignored[policy.OwnAddress] != 1 {
 		t.Errorf("stats %+v: want one not-a-target, one reply, one own-address", st)
+	}
+}
+
+// TestStatsAdd: Add sums every counter, so that a counter added to Stats
+// cannot be left out of the daemon's sums.
+func TestStatsAdd(t *testing.T) {
+	var a, b Stats
+	va, vb := reflect.ValueOf(&a).Elem(), reflect.ValueOf(&b).Elem()
+	n := uint64(1)
+	var fill func(x, y reflect.Value)
+	fill = func(x, y reflect.Value) {
+		switch x.Kind() {
+		case reflect.Uint64:
+			x.SetUint(n)
+			y.SetUint(1000 * n)
+			n++
+		case reflect.Array:
+			for i := range x.Len() {
+				fill(x.Index(i), y.Index(i))
+			}
+		default:
+			t.Fatalf("Stats has a %v: teach this test and Add about it", x.Type())
+		}
+	}
+	for i := range va.NumField() {
+		fill(va.Field(i), vb.Field(i))
+	}
+	sum := a
+	sum.Add(b)
+	var check func(s, x, y reflect.Value, name string)
+	check = func(s, x, y reflect.Value, name string) {
+		if s.Kind() == reflect.Array {
+			for i := range s.Len() {
+				check(s.Index(i), x.Index(i), y.Index(i), fmt.Sprintf("%s[%d]", name, i))
+			}
+			return
+		}
+		if s.Uint() != x.Uint()+y.Uint() {
+			t.Errorf("Add: %s = %d, want %d", name, s.Uint(), x.Uint()+y.Uint())
+		}
+	}
+	vs := reflect.ValueOf(sum)
+	for i := range vs.NumField() {
+		check(vs.Field(i), va.Field(i), vb.Field(i), vs.Type().Field(i).Name)
 	}
 }
 
@@ -346,10 +349,10 @@ func TestSendErrorIsCounted(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	p := gwPolicy(t)
 	for _, cfg := range []Config{
-		{Index: 0, Name: "x", MAC: hostMAC, Policy: p},
-		{Index: 1, Name: "x", MAC: hostMAC},
-		{Index: 1, Name: "x", MAC: net.HardwareAddr{1, 2}, Policy: p},
-		{Index: 1, Name: "x", MAC: hostMAC, Override: net.HardwareAddr{1}, Policy: p},
+		{Index: 0, Name: "x", Settings: Settings{MAC: hostMAC, Policy: p}},
+		{Index: 1, Name: "x", Settings: Settings{MAC: hostMAC}},
+		{Index: 1, Name: "x", Settings: Settings{MAC: net.HardwareAddr{1, 2}, Policy: p}},
+		{Index: 1, Name: "x", Settings: Settings{MAC: hostMAC, Override: net.HardwareAddr{1}, Policy: p}},
 	} {
 		if _, err := Listen(cfg); err == nil || !strings.Contains(err.Error(), `"x"`) {
 			t.Errorf("Listen(%+v) error = %v, want one naming the interface", cfg, err)
@@ -430,11 +433,11 @@ func TestServeReturnsTransportFailure(t *testing.T) {
 }
 
 func TestHandleDoesNotAllocate(t *testing.T) {
-	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", MAC: hostMAC, Policy: gwPolicy(t),
-		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}})
+	r := newResponder(nopTransport{}, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Policy: gwPolicy(t),
+		OnLink: []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}}})
 	for _, c := range loadFrameCases(t) {
-		if n := testing.AllocsPerRun(50, func() { r.handle(c.in) }); n != 0 {
-			t.Errorf("%s: %v allocs per frame", c.name, n)
+		if n := testing.AllocsPerRun(50, func() { r.handle(c.In) }); n != 0 {
+			t.Errorf("%s: %v allocs per frame", c.Name, n)
 		}
 	}
 }

@@ -47,8 +47,9 @@ func BenchmarkHandleMode(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r := newResponder(nopTransport{}, Config{Index: ifi.Index, Name: pod.HostIf, MAC: topo.GatewayMAC,
-			Policy: pol, Router: cache, OnLink: []netip.Prefix{netip.PrefixFrom(pod.IP, 32)}})
+		r := newResponder(nopTransport{}, Config{Index: ifi.Index, Name: pod.HostIf, Settings: Settings{MAC: topo.GatewayMAC, Policy: pol,
+			OnLink: []netip.Prefix{netip.PrefixFrom(pod.IP, 32)}},
+			Router: cache})
 		frame := request(pod.MAC, pod.IP, gateway, benchBcast)
 		r.handle(frame) // the one miss: the cache is warm from here on
 		if st := r.Stats(); st.Replies != 1 {

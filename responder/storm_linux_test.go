@@ -34,7 +34,8 @@ func TestRateLimitOnSocket(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, MAC: ifi.HardwareAddr, Policy: pol, RateLimit: rate})
+		r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, Settings: Settings{MAC: ifi.HardwareAddr, Policy: pol},
+			RateLimit: rate})
 		return err
 	})
 	if err != nil {

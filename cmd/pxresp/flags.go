@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"path"
 	"strconv"
 	"strings"
 
@@ -88,7 +87,7 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 	)
 	fs := flag.NewFlagSet("pxresp", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Var(listFlag{&ifaces, checkGlob}, "iface", "interface name `glob` to serve, e.g. 'cali*' (repeatable; required)")
+	fs.Var(listFlag{&ifaces, config.CheckGlob}, "iface", "interface name `glob` to serve, e.g. 'cali*' (repeatable; required)")
 	fs.Var(listFlag{&gws, checkAddr}, "gw", "gateway IPv4 `address` to answer for, e.g. 169.254.1.1 (repeatable)")
 	fs.Var(listFlag{&targets, checkPrefix}, "target", "further IPv4 `address or CIDR` to answer for (repeatable)")
 	fs.StringVar(&mac, "mac", "", "answer with this `MAC` instead of the interface's own")
@@ -177,18 +176,16 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 		o.gateways = append(o.gateways, netip.MustParseAddr(s)) // checked by checkAddr
 	}
 	for _, s := range targets {
-		p, _ := parsePrefix(s) // checked by checkPrefix
+		p, _ := config.ParsePrefix(s) // checked by checkPrefix
 		o.targets = append(o.targets, p)
 	}
 	if mac != "" {
 		m, err := net.ParseMAC(mac)
-		switch {
-		case err != nil:
+		if err == nil {
+			err = policy.CheckMAC(m)
+		}
+		if err != nil {
 			return nil, usagef("invalid value %q for flag --mac: %v", mac, err)
-		case len(m) != 6:
-			return nil, usagef("invalid value %q for flag --mac: not a 6-byte Ethernet address", mac)
-		case m[0]&1 == 1 || m.String() == "00:00:00:00:00:00":
-			return nil, usagef("invalid value %q for flag --mac: not a unicast address", mac)
 		}
 		o.mac = m
 	}
@@ -235,31 +232,14 @@ func (r *rateFlag) Set(s string) error {
 	return nil
 }
 
-func checkGlob(s string) error {
-	if _, err := path.Match(s, ""); err != nil {
-		return fmt.Errorf("bad glob: %v", err)
-	}
-	return nil
-}
-
-// checkAddr accepts what policy.New accepts as a gateway.
+// checkAddr accepts a gateway (config.ParseAddr).
 func checkAddr(s string) error {
-	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() {
-		return errors.New("not an IPv4 address")
-	}
-	_, err = policy.New([]netip.Addr{a}, nil)
+	_, err := config.ParseAddr(s)
 	return err
 }
 
-// checkPrefix accepts what policy.New accepts as a target.
+// checkPrefix accepts a target (config.ParsePrefix).
 func checkPrefix(s string) error {
-	p, err := parsePrefix(s)
-	if err != nil {
-		return err
-	}
-	_, err = policy.New(nil, []netip.Prefix{p})
+	_, err := config.ParsePrefix(s)
 	return err
 }
-
-func parsePrefix(s string) (netip.Prefix, error) { return config.ParsePrefix(s) }

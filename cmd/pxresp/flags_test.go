@@ -71,11 +71,11 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"nothing to answer", []string{"--iface", "cali*"}, nil, "--gw or --target is required"},
 		{"bad gw", []string{"--iface", "cali*", "--gw", "300.1.1.1"}, nil, `invalid value "300.1.1.1" for flag --gw`},
 		{"IPv6 gw", []string{"--iface", "cali*", "--gw", "fe80::1"}, nil, "flag --gw: not an IPv4 address"},
-		{"loopback gw", []string{"--iface", "cali*", "--gw", "127.0.0.1"}, nil, "flag --gw: gateway 127.0.0.1: not a unicast"},
+		{"loopback gw", []string{"--iface", "cali*", "--gw", "127.0.0.1"}, nil, "invalid value \"127.0.0.1\" for flag --gw: not a unicast"},
 		{"empty gw", []string{"--iface", "cali*", "--gw", ""}, nil, "flag --gw: empty value"},
 		{"bad CIDR", append(base, "--target", "10.0.0.0/33"), nil, `invalid value "10.0.0.0/33" for flag --target`},
 		{"bad target", append(base, "--target", "nope"), nil, "flag --target: not an IPv4 address or CIDR prefix"},
-		{"multicast target", append(base, "--target", "224.0.0.1"), nil, "flag --target: target 224.0.0.1/32: not a unicast"},
+		{"multicast target", append(base, "--target", "224.0.0.1"), nil, "invalid value \"224.0.0.1\" for flag --target: not a unicast"},
 		{"bad glob", []string{"--iface", "cali[", "--gw", "169.254.1.1"}, nil, `invalid value "cali[" for flag --iface: bad glob`},
 		{"bad MAC", append(base, "--mac", "zz"), nil, `invalid value "zz" for flag --mac`},
 		{"long MAC", append(base, "--mac", "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01"), nil, "flag --mac: not a 6-byte"},
@@ -143,7 +143,7 @@ func TestParseFlagsModeAndConfig(t *testing.T) {
 	}
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"--config", bad}, env(nil), &stdout, &stderr); code != 2 ||
-		!strings.Contains(stderr.String(), bad+`:2: rules[0].gateways[0]: "1.2.3" is not an IPv4 address`) {
+		!strings.Contains(stderr.String(), bad+`:2: rules[0].gateways[0]: "1.2.3": not an IPv4 address`) {
 		t.Errorf("bad config: code %d, stderr %q", code, stderr.String())
 	}
 }

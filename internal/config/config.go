@@ -1,22 +1,3 @@
-// Package config reads pxresp's configuration file: a list of rules, each
-// saying which interfaces to serve and what to answer on them.
-//
-//	rules:
-//	  - name: calico                # optional, unique; used in logs
-//	    interfaces: ["cali*"]       # required: path.Match globs
-//	    mode: gateway               # gateway (default) or route
-//	    gateways: [169.254.1.1]     # gateway mode only
-//	    targets: [10.244.0.0/16]    # gateway mode: answered too; route mode: limits what is answered
-//	    mac: ee:ee:ee:ee:ee:ee      # optional: answer with this MAC instead of the interface's
-//	  - name: lan
-//	    interfaces: [veth-a]
-//	    proxy: [192.168.1.20]       # like `ip neigh add proxy 192.168.1.20 dev veth-a`
-//
-// An interface is served by the first rule, in file order, whose globs
-// match its name. A rule that an earlier one shadows for sure (the same
-// glob, or an exact name an earlier glob matches) is a conflict and is
-// rejected, as are unknown keys and bad values. Every error names the file,
-// the line and the key.
 package config
 
 import (
@@ -90,13 +71,13 @@ func (r *Rule) Compile() error {
 		return &fieldError{key: "interfaces", msg: "required: the globs of the interfaces to serve, such as \"cali*\""}
 	}
 	for i, g := range r.Interfaces {
-		if err := checkGlob(g); err != nil {
-			return &fieldError{key: fmt.Sprintf("interfaces[%d]", i), msg: err.Error()}
+		if err := CheckGlob(g); err != nil {
+			return &fieldError{key: fmt.Sprintf("interfaces[%d]", i), msg: fmt.Sprintf("%q: %v", g, err)}
 		}
 	}
 	if r.MAC != nil {
-		if err := checkMAC(r.MAC); err != nil {
-			return &fieldError{key: "mac", msg: err.Error()}
+		if err := policy.CheckMAC(r.MAC); err != nil {
+			return &fieldError{key: "mac", msg: fmt.Sprintf("%q: %v", r.MAC, err)}
 		}
 	}
 	var err error
@@ -252,22 +233,16 @@ func at(line int) string {
 
 func hasMeta(g string) bool { return strings.ContainsAny(g, `*?[\`) }
 
-func checkGlob(g string) error {
+// CheckGlob accepts an interface glob: not empty, and valid path.Match
+// syntax. It is the one check of a glob, here because the rules' globs
+// decide which interfaces are served. Its error gives the reason only: the
+// caller names the glob.
+func CheckGlob(g string) error {
 	if g == "" {
-		return errors.New("empty interface glob")
+		return errors.New("empty glob")
 	}
 	if _, err := path.Match(g, ""); err != nil {
-		return fmt.Errorf("invalid interface glob %q: %v", g, err)
-	}
-	return nil
-}
-
-func checkMAC(m net.HardwareAddr) error {
-	switch {
-	case len(m) != 6:
-		return fmt.Errorf("%v is not a 6-byte Ethernet address", m)
-	case m[0]&1 == 1 || bytes.Equal(m, make([]byte, 6)):
-		return fmt.Errorf("%v is not a unicast address", m)
+		return fmt.Errorf("bad glob: %v", err)
 	}
 	return nil
 }
@@ -444,7 +419,7 @@ func parseRule(n *yaml.Node, prefix string) (*Rule, error) {
 			}
 			m, err := net.ParseMAC(s)
 			if err == nil {
-				err = checkMAC(m)
+				err = policy.CheckMAC(m)
 			}
 			if err != nil {
 				return &locError{line: v.Line, key: key, msg: fmt.Sprintf("%q: %v", s, err)}
@@ -452,8 +427,8 @@ func parseRule(n *yaml.Node, prefix string) (*Rule, error) {
 			r.MAC = m
 		case "interfaces":
 			return list(v, key, func(s string) error {
-				if err := checkGlob(s); err != nil {
-					return err
+				if err := CheckGlob(s); err != nil {
+					return fmt.Errorf("%q: %v", s, err)
 				}
 				r.Interfaces = append(r.Interfaces, s)
 				return nil
@@ -464,12 +439,9 @@ func parseRule(n *yaml.Node, prefix string) (*Rule, error) {
 				dst = &r.Proxy
 			}
 			return list(v, key, func(s string) error {
-				a, err := netip.ParseAddr(s)
-				if err != nil || !a.Is4() {
-					return fmt.Errorf("%q is not an IPv4 address", s)
-				}
-				if _, err := policy.New([]netip.Addr{a}, nil); err != nil {
-					return fmt.Errorf("%q: %v", s, strings.TrimPrefix(err.Error(), "gateway "+s+": "))
+				a, err := ParseAddr(s)
+				if err != nil {
+					return fmt.Errorf("%q: %v", s, err)
 				}
 				if slices.Contains(*dst, a) {
 					return fmt.Errorf("%s is listed twice", a)
@@ -481,9 +453,6 @@ func parseRule(n *yaml.Node, prefix string) (*Rule, error) {
 			return list(v, key, func(s string) error {
 				p, err := ParsePrefix(s)
 				if err != nil {
-					return fmt.Errorf("%q: %v", s, err)
-				}
-				if _, err := policy.New(nil, []netip.Prefix{p}); err != nil {
 					return fmt.Errorf("%q: %v", s, err)
 				}
 				if slices.Contains(r.Targets, p) {
@@ -556,18 +525,32 @@ func list(v *yaml.Node, key string, add func(string) error) error {
 	return nil
 }
 
-// ParsePrefix accepts an IPv4 address (a /32) or an IPv4 CIDR prefix.
+// ParseAddr parses a gateway or proxy address: an IPv4 address that passes
+// policy.CheckUnicast. Its error gives the reason only: the caller names s.
+func ParseAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, errors.New("not an IPv4 address")
+	}
+	return a, policy.CheckUnicast(a)
+}
+
+// ParsePrefix parses a target: an IPv4 address (a /32) or an IPv4 CIDR
+// prefix, that passes policy.CheckTarget. Its error gives the reason only:
+// the caller names s.
 func ParsePrefix(s string) (netip.Prefix, error) {
+	var p netip.Prefix
 	if !strings.Contains(s, "/") {
 		a, err := netip.ParseAddr(s)
 		if err != nil || !a.Is4() {
 			return netip.Prefix{}, errors.New("not an IPv4 address or CIDR prefix")
 		}
-		return netip.PrefixFrom(a, 32), nil
+		p = netip.PrefixFrom(a, 32)
+	} else {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil || !p.Addr().Is4() {
+			return netip.Prefix{}, errors.New("not an IPv4 address or CIDR prefix")
+		}
 	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, errors.New("not an IPv4 address or CIDR prefix")
-	}
-	return p, nil
+	return p, policy.CheckTarget(p)
 }

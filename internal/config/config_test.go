@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -83,16 +84,16 @@ func TestParseErrors(t *testing.T) {
 		{"unknown rule key", "rules:\n  - interfaces: [a]\n    gateway: 169.254.1.1\n", "f:3: rules[0].gateway: unknown key; want one of name, interfaces"},
 		{"duplicate key", "rules:\n  - interfaces: [a]\n    gateways: [169.254.1.1]\n    gateways: [169.254.1.2]\n", "f:4: rules[0].gateways: given twice (first at line 3)"},
 		{"no interfaces", "rules:\n  - gateways: [169.254.1.1]\n", "f:2: rules[0].interfaces: required"},
-		{"bad glob", "rules:\n  - interfaces: [\"cali[\"]\n    gateways: [169.254.1.1]\n", `f:2: rules[0].interfaces[0]: invalid interface glob "cali["`},
+		{"bad glob", "rules:\n  - interfaces: [\"cali[\"]\n    gateways: [169.254.1.1]\n", `f:2: rules[0].interfaces[0]: "cali[": bad glob`},
 		{"empty interfaces", "rules:\n  - interfaces: []\n    gateways: [169.254.1.1]\n", "f:2: rules[0].interfaces: empty list"},
 		{"null gateways", "rules:\n  - interfaces: [a]\n    gateways:\n", "f:3: rules[0].gateways: want a list"},
-		{"bad gateway", "rules:\n  - interfaces: [a]\n    gateways:\n      - 169.254.1.1\n      - 169.254.1.300\n", `f:5: rules[0].gateways[1]: "169.254.1.300" is not an IPv4 address`},
-		{"ipv6 gateway", "rules:\n  - interfaces: [a]\n    gateways: ['fe80::1']\n", `f:3: rules[0].gateways[0]: "fe80::1" is not an IPv4 address`},
+		{"bad gateway", "rules:\n  - interfaces: [a]\n    gateways:\n      - 169.254.1.1\n      - 169.254.1.300\n", `f:5: rules[0].gateways[1]: "169.254.1.300": not an IPv4 address`},
+		{"ipv6 gateway", "rules:\n  - interfaces: [a]\n    gateways: ['fe80::1']\n", `f:3: rules[0].gateways[0]: "fe80::1": not an IPv4 address`},
 		{"loopback gateway", "rules:\n  - interfaces: [a]\n    gateways: [127.0.0.1]\n", `f:3: rules[0].gateways[0]: "127.0.0.1": not a unicast address`},
 		{"duplicate gateway", "rules:\n  - interfaces: [a]\n    gateways: [169.254.1.1, 169.254.1.1]\n", "f:3: rules[0].gateways[1]: 169.254.1.1 is listed twice"},
 		{"bad target", "rules:\n  - interfaces: [a]\n    targets: [10.0.0.0/33]\n", `f:3: rules[0].targets[0]: "10.0.0.0/33": not an IPv4`},
 		{"bad mode", "rules:\n  - interfaces: [a]\n    mode: proxy\n", `f:3: rules[0].mode: unknown mode "proxy"`},
-		{"bad mac", "rules:\n  - interfaces: [a]\n    gateways: [169.254.1.1]\n    mac: ff:ff:ff:ff:ff:ff\n", `f:4: rules[0].mac: "ff:ff:ff:ff:ff:ff": ff:ff:ff:ff:ff:ff is not a unicast address`},
+		{"bad mac", "rules:\n  - interfaces: [a]\n    gateways: [169.254.1.1]\n    mac: ff:ff:ff:ff:ff:ff\n", `f:4: rules[0].mac: "ff:ff:ff:ff:ff:ff": not a unicast address (multicast or broadcast)`},
 		{"nothing to answer", "rules:\n  - interfaces: [a]\n", "f:2: rules[0].gateways: gateway mode needs gateways or targets"},
 		{"gateways in route mode", "rules:\n  - interfaces: [a]\n    mode: route\n    gateways: [169.254.1.1]\n", "f:4: rules[0].gateways: not used in route mode"},
 		{"proxy and targets", "rules:\n  - interfaces: [a]\n    proxy: [10.0.0.1]\n    targets: [10.0.0.2]\n", "f:3: rules[0].proxy: proxy entries cannot be combined"},
@@ -179,6 +180,36 @@ func TestNew(t *testing.T) {
 	_, err = New("command line", &Rule{Interfaces: []string{"cali*"}, Mode: policy.RouteMode, Gateways: []netip.Addr{gw}})
 	if err == nil || !strings.Contains(err.Error(), "command line: rule 1: gateways: not used in route mode") {
 		t.Errorf("route mode with gateways: %v", err)
+	}
+}
+
+// TestNewNamesBadValues: a rule built in code (the command line's) is
+// checked by the same checks as a file's, and the error names the value.
+func TestNewNamesBadValues(t *testing.T) {
+	gw := netip.MustParseAddr("169.254.1.1")
+	for _, c := range []struct {
+		rule *Rule
+		want string
+	}{
+		{&Rule{Interfaces: []string{"cali["}, Gateways: []netip.Addr{gw}}, `command line: rule 1: interfaces[0]: "cali[": bad glob`},
+		{&Rule{Interfaces: []string{"cali*", ""}, Gateways: []netip.Addr{gw}}, `command line: rule 1: interfaces[1]: "": empty glob`},
+		{&Rule{Interfaces: []string{"cali*"}, Gateways: []netip.Addr{gw}, MAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}},
+			`command line: rule 1: mac: "01:00:5e:00:00:01": not a unicast address`},
+		{&Rule{Interfaces: []string{"cali*"}, Gateways: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
+			`gateway 127.0.0.1: not a unicast address`},
+	} {
+		if _, err := New("command line", c.rule); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v) = %v, want %q", c.rule, err, c.want)
+		}
+	}
+}
+
+func TestCheckGlob(t *testing.T) {
+	for g, want := range map[string]string{"cali*": "", "veth-a": "", "cali[0-9]": "", "": "empty glob", "cali[": "bad glob: syntax error in pattern", `cali\`: "bad glob"} {
+		err := CheckGlob(g)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.HasPrefix(err.Error(), want)) {
+			t.Errorf("CheckGlob(%q) = %v, want %q", g, err, want)
+		}
 	}
 }
 

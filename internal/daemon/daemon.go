@@ -1,11 +1,9 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -61,10 +59,7 @@ type daemon struct {
 type server interface {
 	Serve(context.Context) error
 	Close() error
-	SetMAC(net.HardwareAddr)
-	SetOnLink([]netip.Prefix)
-	SetPolicy(*policy.Policy)
-	SetOverride(net.HardwareAddr) error
+	Apply(responder.Settings) error
 	Stats() responder.Stats
 	Bound() bool
 }
@@ -116,19 +111,16 @@ func (d *daemon) handle(ev event) {
 			d.attach(l, ev.Rule)
 			return
 		}
-		if ev.Rule != a.rule {
-			// A rename into another rule, or a reload.
-			d.apply(a, ev.Rule)
-		}
 		if l.MAC.String() != a.link.MAC.String() {
 			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
-			a.srv.SetMAC(l.MAC)
 		}
 		if l.Name != a.link.Name || l.Up != a.link.Up {
 			d.log.Info("link changed", "iface", l.Name, "ifindex", l.Index, "up", l.Up)
 		}
-		a.srv.SetOnLink(l.OnLink)
 		a.link = l
+		// One call with every setting: the listener works out what
+		// changed (a rename into another rule, a reload, a new MAC...).
+		d.apply(a, ev.Rule)
 	case ifwatch.Detach:
 		d.detach(l)
 	}
@@ -140,8 +132,7 @@ func (d *daemon) attach(l ifwatch.Link, r *config.Rule) {
 		return
 	}
 	srv, err := d.listen(responder.Config{
-		Index: l.Index, Name: l.Name, MAC: l.MAC, Override: r.MAC,
-		Policy: r.Policy(), OnLink: l.OnLink, Logger: d.log, RateLimit: d.rateLimit,
+		Index: l.Index, Name: l.Name, Settings: settings(l, r), Logger: d.log, RateLimit: d.rateLimit,
 		Router: &d.router, DryRun: d.dryRun, Latency: d.latency,
 	})
 	if err != nil {
@@ -166,15 +157,19 @@ func (d *daemon) attach(l ifwatch.Link, r *config.Rule) {
 	d.checkSysctls(a)
 }
 
-// apply makes a serve rule r, in place: the listener keeps its socket.
+// settings are what a listener on l answers with under rule r.
+func settings(l ifwatch.Link, r *config.Rule) responder.Settings {
+	return responder.Settings{MAC: l.MAC, Override: r.MAC, Policy: r.Policy(), OnLink: l.OnLink}
+}
+
+// apply makes a serve rule r on its link a.link, in place: the listener
+// keeps its socket, and changes what differs.
 func (d *daemon) apply(a *attachment, r *config.Rule) {
-	a.srv.SetPolicy(r.Policy())
-	if !bytes.Equal(a.rule.MAC, r.MAC) {
-		if err := a.srv.SetOverride(r.MAC); err != nil {
-			// config validated the MAC, so only the socket can fail:
-			// the link is going away, and a Detach follows.
-			d.log.Error("changing the answer MAC failed", "iface", a.link.Name, "mac", r.MAC.String(), "err", err)
-		}
+	if err := a.srv.Apply(settings(a.link, r)); err != nil {
+		// config validated the rule and the listener the link, so only
+		// the socket can fail: the link is going away, and a Detach
+		// follows.
+		d.log.Error("updating the listener failed", "iface", a.link.Name, "ifindex", a.link.Index, "mac", r.MAC.String(), "err", err)
 	}
 	if a.rule.Name != r.Name || a.rule.Mode != r.Mode {
 		d.log.Info("rule changed", "iface", a.link.Name, "ifindex", a.link.Index, "rule", r.Name, "mode", r.Mode.String())
@@ -209,7 +204,7 @@ func (d *daemon) detach(l ifwatch.Link) {
 		st := a.srv.Stats()
 		d.mu.Lock()
 		delete(d.closingSet, a)
-		addStats(&d.retired, st)
+		d.retired.Add(st)
 		d.detaches++
 		d.mu.Unlock()
 		d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
@@ -260,15 +255,14 @@ func (d *daemon) snapshot() snapshot {
 	s := snapshot{Responders: d.retired, Attached: len(d.attached),
 		Attaches: d.attaches, Detaches: d.detaches, AttachErrors: d.attachErrs}
 	for _, a := range d.attached {
-		addStats(&s.Responders, a.srv.Stats())
+		s.Responders.Add(a.srv.Stats())
 	}
 	for a := range d.closingSet {
-		addStats(&s.Responders, a.srv.Stats())
+		s.Responders.Add(a.srv.Stats())
 	}
 	if c := d.router.cache(); c != nil {
 		st := c.Stats()
-		s.Route = &routeStats{Hits: st.Hits, Misses: st.Misses, Limited: st.Limited, Errors: st.Errors,
-			Fallbacks: st.Fallbacks, Invalidations: st.Invalidations, Entries: st.Entries}
+		s.Route = &st
 	}
 	return s
 }
@@ -316,19 +310,6 @@ func (r *routerRef) close() {
 	if c := r.p.Swap(nil); c != nil {
 		_ = c.Close()
 	}
-}
-
-func addStats(dst *responder.Stats, s responder.Stats) {
-	dst.Requests += s.Requests
-	dst.Replies += s.Replies
-	dst.DryRun += s.DryRun
-	for i := range s.Ignored {
-		dst.Ignored[i] += s.Ignored[i]
-	}
-	dst.Malformed += s.Malformed
-	dst.SendErrors += s.SendErrors
-	dst.ReadErrors += s.ReadErrors
-	dst.RateLimited += s.RateLimited
 }
 
 // run follows mon, whose consumers drive the daemon, until the daemon's

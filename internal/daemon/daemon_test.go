@@ -31,6 +31,7 @@ type fakeServer struct {
 	override net.HardwareAddr
 	policy   *policy.Policy
 	onLink   []netip.Prefix
+	applies  int // calls of Apply
 	unbound  bool
 	stats    responder.Stats
 	closed   chan struct{}
@@ -53,25 +54,11 @@ func (f *fakeServer) Close() error {
 	f.once.Do(func() { close(f.closed) })
 	return nil
 }
-func (f *fakeServer) SetMAC(m net.HardwareAddr) {
+func (f *fakeServer) Apply(s responder.Settings) error {
 	f.mu.Lock()
-	f.mac = m
-	f.mu.Unlock()
-}
-func (f *fakeServer) SetOnLink(p []netip.Prefix) {
-	f.mu.Lock()
-	f.onLink = p
-	f.mu.Unlock()
-}
-func (f *fakeServer) SetPolicy(p *policy.Policy) {
-	f.mu.Lock()
-	f.policy = p
-	f.mu.Unlock()
-}
-func (f *fakeServer) SetOverride(m net.HardwareAddr) error {
-	f.mu.Lock()
-	f.override = m
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	f.applies++
+	f.mac, f.override, f.policy, f.onLink = s.MAC, s.Override, s.Policy, s.OnLink
 	return nil
 }
 func (f *fakeServer) Stats() responder.Stats {
@@ -184,8 +171,8 @@ func TestDaemonFollowsEvents(t *testing.T) {
 	up := link(4, "calia", 2)
 	up.OnLink = []netip.Prefix{netip.MustParsePrefix("10.244.0.2/32")}
 	d.handle(updateEv(up))
-	if s.mac.String() != up.MAC.String() || len(s.onLink) != 1 {
-		t.Errorf("after update: mac %v onLink %v", s.mac, s.onLink)
+	if s.mac.String() != up.MAC.String() || len(s.onLink) != 1 || s.policy != s.cfg.Policy || s.applies != 1 {
+		t.Errorf("after update: mac %v onLink %v policy %p (%p at attach), %d calls of Apply (want 1)", s.mac, s.onLink, s.policy, s.cfg.Policy, s.applies)
 	}
 	// An update for an interface that failed to attach retries the attach.
 	d.handle(updateEv(link(5, "calib", 1)))
@@ -244,8 +231,9 @@ func TestDaemonRules(t *testing.T) {
 	}
 	// calia renamed to tap7: same socket, the taps rule.
 	w.Change(newLinkMsg(nlLink(4, "tap7", 1)))
-	if s := servers[4]; d.attached[4].srv != s || s.policy != cfg.Rules[1].Policy() || s.override.String() != "02:00:00:00:00:aa" {
-		t.Errorf("after rename into taps: policy %v override %v", s.policy, s.override)
+	if s := servers[4]; d.attached[4].srv != s || s.policy != cfg.Rules[1].Policy() || s.override.String() != "02:00:00:00:00:aa" ||
+		s.mac.String() != link(4, "tap7", 1).MAC.String() || s.applies != 1 {
+		t.Errorf("after rename into taps: policy %v override %v mac %v, %d calls of Apply (want 1)", s.policy, s.override, s.mac, s.applies)
 	}
 	// tap0 renamed out of every rule: detached.
 	w.Change(newLinkMsg(nlLink(5, "other", 2)))

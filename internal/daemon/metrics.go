@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pxresp/pxresp/internal/route"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -43,15 +44,8 @@ type snapshot struct {
 	Resyncs uint64
 	// Route is the route-mode lookup cache's counters; nil until a rule is
 	// in route mode (the cache then stays until exit), and while it is nil
-	// no pxresp_route_* metric is exported.
-	Route *routeStats
-}
-
-// routeStats are internal/route.Stats, copied by the daemon. Each field is
-// route.Stats' field of the same name.
-type routeStats struct {
-	Hits, Misses, Limited, Errors, Fallbacks, Invalidations uint64
-	Entries                                                 uint64 // a gauge: answers cached now
+	// no pxresp_route_* metric is exported. Entries is a gauge.
+	Route *route.Stats
 }
 
 // latencyBuckets are the upper bounds of pxresp_reply_latency_seconds:

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/pxresp/pxresp/internal/route"
 	"github.com/pxresp/pxresp/internal/test/scrape"
 	"github.com/pxresp/pxresp/policy"
 )
@@ -55,7 +56,7 @@ var routeMetrics = map[string]string{
 }
 
 // fakeSnapshot fills every field with a distinct value.
-func fakeSnapshot(route bool) snapshot {
+func fakeSnapshot(routeMode bool) snapshot {
 	var s snapshot
 	r := &s.Responders
 	r.Requests, r.Replies, r.RateLimited, r.DryRun = 1001, 502, 3, 4
@@ -66,8 +67,8 @@ func fakeSnapshot(route bool) snapshot {
 		}
 	}
 	s.Attached, s.Attaches, s.Detaches, s.AttachErrors, s.Resyncs = 8, 9, 10, 11, 12
-	if route {
-		s.Route = &routeStats{Hits: 13, Misses: 14, Limited: 15, Errors: 16, Fallbacks: 17, Invalidations: 18,
+	if routeMode {
+		s.Route = &route.Stats{Hits: 13, Misses: 14, Limited: 15, Errors: 16, Fallbacks: 17, Invalidations: 18,
 			Entries: 20}
 	}
 	return s

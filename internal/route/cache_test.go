@@ -435,7 +435,7 @@ func TestMissRate(t *testing.T) {
 	c, _, _ := newTestCache(t, Config{MissRate: 20}) // burst 2
 	var now time.Duration
 	c.lookupMu.Lock()
-	c.now = func() time.Duration { return now }
+	c.limit = newMissLimiter(20, func() int64 { return int64(now) })
 	c.lookupMu.Unlock()
 	dst := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 99, 0, byte(i)}) }
 	got := make([]policy.RouteClass, 5)

@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -451,7 +452,12 @@ func (n *confNet) send(t *testing.T, reqs []confReq) map[reqKey][][]byte {
 				if f == nil {
 					continue
 				}
-				target := netip.AddrFrom4([4]byte(f[28:32])) // ARP sender IP of the reply
+				var rf arpframe.Frame
+				if err := arpframe.Decode(f, &rf); err != nil {
+					t.Errorf("reply on %s: %v", c.hostIf, err)
+					return
+				}
+				target := rf.SPA // the ARP sender IP of the reply
 				mu.Lock()
 				got[reqKey{c.idx, target}] = append(got[reqKey{c.idx, target}], f)
 				mu.Unlock()
@@ -505,8 +511,8 @@ func (n *confNet) pxrespRun(t *testing.T, reqs []confReq, cache *Cache) (map[req
 		var r *responder.Responder
 		if err := n.host.Do(func() error {
 			var err error
-			r, err = responder.Listen(responder.Config{Index: c.ifindex, Name: c.hostIf, MAC: c.hostMAC,
-				Policy: pol, Router: cache, Logger: testLogger(t)})
+			r, err = responder.Listen(responder.Config{Index: c.ifindex, Name: c.hostIf, Settings: responder.Settings{MAC: c.hostMAC, Policy: pol},
+				Router: cache, Logger: testLogger(t)})
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -521,14 +527,7 @@ func (n *confNet) pxrespRun(t *testing.T, reqs []confReq, cache *Cache) (map[req
 	got := n.send(t, reqs)
 	var sum responder.Stats
 	for _, r := range rs {
-		s := r.Stats()
-		sum.Requests += s.Requests
-		sum.Replies += s.Replies
-		sum.RateLimited += s.RateLimited
-		sum.SendErrors += s.SendErrors
-		for v := range s.Ignored {
-			sum.Ignored[v] += s.Ignored[v]
-		}
+		sum.Add(r.Stats())
 		if err := r.Close(); err != nil {
 			t.Error(err)
 		}

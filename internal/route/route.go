@@ -129,11 +129,11 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/vishvananda/netns"
 
 	"github.com/pxresp/pxresp/internal/netmon"
+	"github.com/pxresp/pxresp/internal/ratelimit"
 	"github.com/pxresp/pxresp/policy"
 )
 
@@ -247,9 +247,7 @@ type Cache struct {
 
 	lookupMu sync.Mutex // serialises misses; guards lk and limit
 	lk       lookuper   // nil once closed
-	limit    bucket
-	start    time.Time
-	now      func() time.Duration // since start; replaced by tests
+	limit    ratelimit.Limiter
 
 	unregister func()          // from the Monitor
 	delivered  chan struct{}   // closed at the Monitor's first call
@@ -341,18 +339,16 @@ func newCache(cfg Config, lk lookuper, register func(netmon.Consumer) func()) *C
 		max:       cfg.MaxEntries,
 		m:         make(map[key]policy.RouteClass),
 		lk:        lk,
-		limit:     newBucket(cfg.MissRate),
-		start:     time.Now(),
+		limit:     newMissLimiter(cfg.MissRate, nil),
 		delivered: make(chan struct{}),
 	}
-	c.now = func() time.Duration { return time.Since(c.start) }
 	c.unregister = register(invalidator{c})
 	return c
 }
 
 // Route classifies the host's route for a packet from src arriving on
 // ifindex iif to dst (see the package documentation). It implements
-// responder.Router: a cache hit takes no lock but a read lock, makes no
+// policy.Router: a cache hit takes no lock but a read lock, makes no
 // system call and does not allocate. src and dst must be IPv4 addresses;
 // otherwise, and after Close, it returns policy.RouteUnknown.
 func (c *Cache) Route(iif int, src, dst netip.Addr) policy.RouteClass {
@@ -387,7 +383,7 @@ func (c *Cache) miss(k key) policy.RouteClass {
 		return cl
 	case closed || c.lk == nil:
 		return policy.RouteUnknown
-	case !c.limit.allow(c.now()):
+	case !c.limit.Allow():
 		c.limited.Add(1)
 		return policy.RouteUnknown
 	}
@@ -517,26 +513,9 @@ func (c *Cache) Close() error {
 	return nil
 }
 
-// bucket is a token bucket: rate tokens per second, at most burst.
-type bucket struct {
-	rate, burst, tokens float64
-	last                time.Duration
-}
-
-func newBucket(rate int) bucket {
-	burst := max(float64(rate)/10, 1)
-	return bucket{rate: float64(rate), burst: burst, tokens: burst}
-}
-
-// allow takes a token if there is one at time now (monotonic).
-func (b *bucket) allow(now time.Duration) bool {
-	if now > b.last {
-		b.tokens = min(b.burst, b.tokens+(now-b.last).Seconds()*b.rate)
-		b.last = now
-	}
-	if b.tokens >= 1 {
-		b.tokens--
-		return true
-	}
-	return false
+// newMissLimiter returns the limiter of netlink lookups: rate per second,
+// with a burst of a tenth of a second's worth (at least one), on the clock
+// now (nil: the monotonic clock). It is used under lookupMu.
+func newMissLimiter(rate int, now func() int64) ratelimit.Limiter {
+	return ratelimit.New(rate, max(rate/10, 1), now)
 }

@@ -1,51 +1,39 @@
 // Package arptest is a raw ARP client for tests and benchmarks: it sends
-// hand-made ARP frames from inside a network namespace and reads the replies.
+// hand-made ARP frames from inside a network namespace and reads the
+// replies. The frames are internal/arpframe's: decode a reply with
+// arpframe.Decode.
 package arptest
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
 // Broadcast is the Ethernet broadcast address.
-var Broadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
-// FrameLen is the length of an unpadded Ethernet/IPv4 ARP frame.
-const FrameLen = 42
+var Broadcast = net.HardwareAddr(slices.Clone(arpframe.Broadcast[:]))
 
 // Request returns the frame "who-has target tell sender", from senderMAC to
-// the Ethernet destination dst.
+// the Ethernet destination dst (arpframe.EncodeRequest).
 func Request(senderMAC net.HardwareAddr, sender, target netip.Addr, dst net.HardwareAddr) []byte {
-	b := make([]byte, FrameLen)
-	copy(b[0:6], dst)
-	copy(b[6:12], senderMAC)
-	binary.BigEndian.PutUint16(b[12:], 0x0806)
-	binary.BigEndian.PutUint16(b[14:], 1)      // Ethernet
-	binary.BigEndian.PutUint16(b[16:], 0x0800) // IPv4
-	b[18], b[19] = 6, 4
-	binary.BigEndian.PutUint16(b[20:], 1) // request
-	copy(b[22:28], senderMAC)
-	s4, t4 := sender.As4(), target.As4()
-	copy(b[28:32], s4[:])
-	copy(b[38:42], t4[:])
-	return b
+	return arpframe.EncodeRequest(make([]byte, arpframe.Len), [6]byte(dst), [6]byte(senderMAC), sender, target)
 }
 
-// IsReply says whether frame is an ARP reply.
+// IsReply says whether frame is a well-formed ARP reply.
 func IsReply(frame []byte) bool {
-	return len(frame) >= FrameLen && binary.BigEndian.Uint16(frame[12:]) == 0x0806 &&
-		binary.BigEndian.Uint16(frame[20:]) == 2
+	var f arpframe.Frame
+	return arpframe.Decode(frame, &f) == nil && f.Op == arpframe.OpReply
 }
 
 // Client is an AF_PACKET socket for ARP on one interface of a namespace.

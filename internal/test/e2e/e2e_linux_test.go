@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/procstat"
 	"github.com/pxresp/pxresp/internal/test/pxproc"
@@ -77,7 +78,9 @@ func rename(t *testing.T, tp *topo.Topology, from, to string) {
 }
 
 // replyMAC is the MAC a reply claims for the requested address.
-func replyMAC(r []byte) net.HardwareAddr { return net.HardwareAddr(r[22:28]) }
+func replyMAC(r []byte) net.HardwareAddr {
+	return net.HardwareAddr(r[arpframe.OffSHA : arpframe.OffSHA+6])
+}
 
 // TestPodsTalkThroughPxresp is the main job: with kernel proxy_arp off, the
 // pods' own kernels resolve 169.254.1.1 through pxresp, and ping works pod

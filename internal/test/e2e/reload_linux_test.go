@@ -171,7 +171,7 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 			t.Fatalf("bad config %d: the old configuration stopped answering", i)
 		}
 	}
-	for _, want := range []string{"4: rules[0].gateway: unknown key", `4: rules[0].gateways[0]: \"169.254.1.300\" is not an IPv4 address`} {
+	for _, want := range []string{"4: rules[0].gateway: unknown key", `4: rules[0].gateways[0]: \"169.254.1.300\": not an IPv4 address`} {
 		if p.Count(pxproc.Contains(`msg="reload failed"`, want)) != 1 {
 			t.Errorf("no reload failure naming %q:\n%s", want, p.Log())
 		}

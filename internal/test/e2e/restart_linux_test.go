@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"net"
 	"os/exec"
 	"regexp"
@@ -15,6 +14,7 @@ import (
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
@@ -54,7 +54,6 @@ func sniff(t *testing.T, ns *topo.NS, ifname string, podMAC net.HardwareAddr) *s
 	}
 	done := make(chan struct{})
 	t.Cleanup(func() { s.c.Close(); <-done })
-	gw := topo.Gateway.As4()
 	go func() {
 		defer close(done)
 		buf := make([]byte, 2048)
@@ -63,15 +62,15 @@ func sniff(t *testing.T, ns *topo.NS, ifname string, podMAC net.HardwareAddr) *s
 			if err != nil {
 				return
 			}
-			f := buf[:n]
-			if n < 42 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_ARP {
+			var f arpframe.Frame
+			if arpframe.Decode(buf[:n], &f) != nil {
 				continue
 			}
 			var e arpSeen
-			switch op := binary.BigEndian.Uint16(f[20:]); {
-			case op == 1 && bytes.Equal(f[22:28], podMAC) && bytes.Equal(f[38:42], gw[:]):
-				e.broadcast = bytes.Equal(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-			case op == 2 && bytes.Equal(f[28:32], gw[:]):
+			switch {
+			case f.Op == arpframe.OpRequest && bytes.Equal(f.SHA[:], podMAC) && f.TPA == topo.Gateway:
+				e.broadcast = f.EthDst == arpframe.Broadcast
+			case f.Op == arpframe.OpReply && f.SPA == topo.Gateway:
 				e.reply = true
 			default:
 				continue

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/pxresp/pxresp/internal/test/procstat"
@@ -48,19 +49,11 @@ import (
 // secReply is the reply pxresp sends from mac to the request req (the
 // kernel's arp_send_dst(ARPOP_REPLY, ...)).
 func secReply(req []byte, mac net.HardwareAddr) []byte {
-	b := make([]byte, arptest.FrameLen)
-	copy(b[0:6], req[22:28]) // to the ARP sender
-	copy(b[6:12], mac)
-	binary.BigEndian.PutUint16(b[12:], 0x0806)
-	binary.BigEndian.PutUint16(b[14:], 1)
-	binary.BigEndian.PutUint16(b[16:], 0x0800)
-	b[18], b[19] = 6, 4
-	binary.BigEndian.PutUint16(b[20:], 2)
-	copy(b[22:28], mac)
-	copy(b[28:32], req[38:42]) // the requested address
-	copy(b[32:38], req[22:28])
-	copy(b[38:42], req[28:32])
-	return b
+	var f arpframe.Frame
+	if err := arpframe.Decode(req, &f); err != nil {
+		panic(fmt.Sprintf("secReply of %x: %v", req, err))
+	}
+	return arpframe.EncodeReply(make([]byte, arpframe.Len), &f, [6]byte(mac))
 }
 
 // secTagged inserts an 802.1Q tag with VLAN ID vid into f.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
@@ -51,8 +52,11 @@ func arpProbe(ns *topo.NS, ifname string, sender, target netip.Addr, want net.Ha
 				}
 				return d, nil
 			}
-			from := net.HardwareAddr(reply[22:28])
-			ip, _ := netip.AddrFromSlice(reply[28:32])
+			var f arpframe.Frame
+			if err := arpframe.Decode(reply, &f); err != nil {
+				return "", err
+			}
+			from, ip := net.HardwareAddr(f.SHA[:]), f.SPA
 			d += fmt.Sprintf("%s is-at %s", ip, from)
 			switch {
 			case want == nil:
