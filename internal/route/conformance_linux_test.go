@@ -28,7 +28,7 @@ import (
 	"github.com/pxresp/pxresp/responder"
 )
 
-// TestConformanceWithKernel is issue 6's "Done when" for route mode: random
+// TestConformanceWithKernel holds route mode to the kernel: random
 // requests from several client interfaces, for targets across every kind
 // of route, go once to the kernel's proxy_arp and once to pxresp in route
 // mode, and the replies must be identical, byte for byte and in number
