@@ -1,6 +1,6 @@
 // Command bench measures pxresp against the kernel's proxy_arp in the
-// reference topology of shared/topology.md, built in network namespaces of
-// its own (internal/topo): see README.md. Run it as root, from the
+// reference topology of docs/topology.md, built in network namespaces of
+// its own (internal/test/topo): see README.md. Run it as root, from the
 // repository root, with `make bench` (or `go run ./bench --quick`).
 package main
 

@@ -1,40 +1,13 @@
 // Command soak runs the pxresp binary for a long time under mixed ARP
-// traffic and interface churn, on the reference topology (internal/topo) in
+// traffic and interface churn, on the reference topology (internal/test/topo) in
 // network namespaces of its own, and checks that pxresp's RSS, threads and
 // fds stay flat. As root:
 //
 //	go build -o bin/pxsoak ./bench/soak
 //	./bin/pxsoak --pxresp ./bin/pxresp --duration 10m
 //
-// What runs, all inside namespaces named pxsoakPID-XXXXXX-*:
-//
-//   - --pods pods, each sending --rate ARP requests per second through a raw
-//     client: broadcast and unicast requests for the gateway (answered; each
-//     waits up to a second for its reply) and, one in five each, gratuitous
-//     and not-a-target requests (ignored by pxresp; sent without waiting);
-//   - in --pingers of those pods the kernel itself: ping to the host every
-//     100 ms, with the pod's neighbour entry set to re-probe the gateway
-//     every 100-300 ms (base_reachable_time_ms=200, delay_first_probe_time=0);
-//   - every --cycle: --burst new veths (host side cali*, pod side in one
-//     extra namespace, without addresses), --probe of them asked until
-//     answered, then all of them deleted in one batch.
-//
-// pxresp is sampled from /proc at two fixed points of every cycle: "quiet"
-// (at its start: only the pods attached) and "burst" (all of the cycle's
-// veths attached). The verdict (Judge, flat.go): the last third of the quiet
-// samples against the first third, for RSS (mean, +10 % or +2 MB) and
-// threads (max, +4), and exactly the same fds and sockets at the same
-// attached count.
-//
-// Goroutines of another process cannot be read from /proc, and pxresp
-// exposes no count: threads stand in as a proxy, fds and sockets catch a
-// leaked listener (each owns its socket), and leaked goroutine stacks would
-// show in RSS. The in-process test TestDaemonLeavesNothingBehind counts
-// goroutines exactly.
-//
-// The soak runs a --warmup of whole cycles before the measured --duration.
-// It prints one line per sample, then a summary and the verdict, and exits
-// 1 if pxresp is not flat, missed a reply, or a ping was lost.
+// It exits 1 if pxresp is not flat, missed a reply, or lost a ping;
+// bench/README.md says what runs and how the verdict is reached.
 package main
 
 import (
