@@ -1,5 +1,5 @@
 // Command pxresp-demo shows pxresp at work on a Calico-style node built
-// from network namespaces (internal/topo), and tears it all down again.
+// from network namespaces (internal/test/topo), and tears it all down again.
 //
 // It builds a host with two pods (kernel proxy_arp off everywhere), shows
 // that a pod reaches nothing without pxresp, starts pxresp in the host

@@ -29,7 +29,7 @@ import (
 )
 
 // Privileged tests: a Cache on the host namespace of the reference topology
-// (internal/topo), with real routes, addresses, links and sysctls.
+// (internal/test/topo), with real routes, addresses, links and sysctls.
 //
 //	host: caliP0 (pod0 10.244.0.2/32), caliP1 (pod1 10.244.0.3/32),
 //	      up0 198.18.0.1/24, default via 198.18.0.2 (the sink)

@@ -1,6 +1,3 @@
-// Package deptest fails the build when the shipped daemon depends on what
-// only tests it: the packages under internal/test, and the modules that
-// only tests and the benchmark use.
 package deptest
 
 import (

@@ -21,7 +21,7 @@ import (
 )
 
 // End-to-end tests: the built pxresp binary runs in the host namespace of a
-// reference topology (internal/topo) with kernel proxy_arp off everywhere,
+// reference topology (internal/test/topo) with kernel proxy_arp off everywhere,
 // and real clients in the pod namespaces (the pod's kernel, ping, arping,
 // raw ARP frames) talk through it.
 

@@ -1,5 +1,5 @@
 // Package topotest gives privileged tests a reference topology of their
-// own (internal/topo), removed when the test ends.
+// own (internal/test/topo), removed when the test ends.
 package topotest
 
 import (
