@@ -9,7 +9,7 @@
 // (Ctrl-C, SIGTERM). Every packet stays inside the demo's namespaces.
 //
 // With --scenario NAME it runs one of the scenarios instead
-// (internal/scenario: pod-pod, pod-host, snat, broken-l2, broken-l2-proxy,
+// (internal/test/scenario: pod-pod, pod-host, snat, broken-l2, broken-l2-proxy,
 // cross-node): it prints the scenario's traffic path, builds it, shows the
 // traffic fail without an ARP answerer, starts pxresp where the scenario
 // needs it, shows the traffic go through and the proxied MAC in the

@@ -125,13 +125,13 @@ func TestDemoKernelStandIn(t *testing.T) {
 // TestScenariosKernelStandIn runs every scenario's demo with the kernel's
 // proxy ARP in pxresp's place (route mode is what the kernel does), except
 // the one with a config file, which the stand-in cannot read
-// (internal/scenario tests its kernel reference).
+// (internal/test/scenario tests its kernel reference).
 func TestScenariosKernelStandIn(t *testing.T) {
 	privtest.Require(t)
 	for _, sc := range scenario.All() {
 		t.Run(sc.Name, func(t *testing.T) {
 			if sc.Name == "broken-l2-proxy" {
-				t.Skip("the stand-in cannot read --config; internal/scenario tests the kernel's proxy entries")
+				t.Skip("the stand-in cannot read --config; internal/test/scenario tests the kernel's proxy entries")
 			}
 			code, out := runDemo(t, standIn, "--scenario", sc.Name)
 			if code != 0 || !passed.MatchString(out) || !strings.Contains(out, "namespaces removed (0 left)") {
