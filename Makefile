@@ -2,7 +2,8 @@
 #
 #   make            build bin/pxresp and bin/pxresp-demo
 #   make test       unit tests with -race; as root also the privileged ones
-#                   (PXRESP_PRIVILEGED=1 makes them mandatory: skip -> fail)
+#                   (PXRESP_PRIVILEGED=1 makes them mandatory: skip -> fail);
+#                   .ci/prereq names any missing Debian package first
 #   make lint       gofmt, go vet, staticcheck (installed if missing)
 #   sudo make demo  build, then run the demo in network namespaces
 #                   (SCENARIO=list shows the seed scenarios; SCENARIO=snat runs one)
@@ -30,6 +31,7 @@ build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pxresp-demo ./cmd/pxresp-demo
 
 test:
+	@.ci/prereq test
 	$(GO) test $(TESTFLAGS) ./...
 	@echo "micro-benchmarks, short mode (they must keep compiling and running):"
 	$(GO) test -run '^$$' -bench . -benchtime 200x -benchmem ./responder
@@ -70,6 +72,7 @@ SCENARIO ?=
 demo:
 	@if [ "$$(id -u)" -ne 0 ]; then \
 		echo "make demo: must run as root (the demo creates network namespaces): sudo make demo" >&2; exit 1; fi
+	@.ci/prereq demo '$(SCENARIO)'
 	$(MAKE) --no-print-directory build
 	./bin/pxresp-demo --pxresp ./bin/pxresp $(if $(SCENARIO),--scenario '$(SCENARIO)')
 

@@ -42,7 +42,7 @@ import (
 //	c1  client 10.244.0.3/32, the same; host also routes 10.60.5.0/24 dev c1
 //	c2  client 10.1.2.10/24, default via 10.1.2.1; host 10.1.2.1/24 on c2,
 //	    and 10.90.0.0/24 via 10.1.2.20 dev c2 (back out a client link)
-//	c3  client 10.1.3.10/24, default via 10.1.3.1 (seed 000: no one owns .1);
+//	c3  client 10.1.3.10/24, default via 10.1.3.1 (like the snat scenario: no one owns .1);
 //	    host: 10.1.3.10/32 dev c3 scope link, no address on c3
 //	up1 198.18.1.1/24 to sink s1 (.2); 10.50.0.0/24 via 198.18.1.2
 //	up2 198.18.2.1/24 to sink s2 (.2); 10.60.0.0/16 via 198.18.2.2

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/arpframe"
+	"github.com/pxresp/pxresp/internal/test/arping"
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/procstat"
 	"github.com/pxresp/pxresp/internal/test/pxproc"
@@ -104,9 +105,19 @@ func TestPodsTalkThroughPxresp(t *testing.T) {
 	if !strings.Contains(neigh, "lladdr ee:ee:ee:ee:ee:ee") {
 		t.Errorf("pod neighbour entry for the gateway: %q", neigh)
 	}
-	out := topotest.Exec(t, a.NS, "arping", "-c", "2", "-w", "2", "-i", a.PodIf, "169.254.1.1")
-	if strings.Count(strings.ToLower(out), "ee:ee:ee:ee:ee:ee") < 2 {
-		t.Errorf("arping: %s", out)
+	args, err := arping.Args(a.PodIf, topo.Gateway, 2, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := topotest.Exec(t, a.NS, args...)
+	rs := arping.Replies(out)
+	if len(rs) < 2 {
+		t.Errorf("arping: %d replies, want 2: %s", len(rs), out)
+	}
+	for _, r := range rs {
+		if r.IP != topo.Gateway || r.MAC.String() != topo.GatewayMAC.String() {
+			t.Errorf("arping: reply %v is-at %v, want %v is-at %v", r.IP, r.MAC, topo.Gateway, topo.GatewayMAC)
+		}
 	}
 	p.StopT(t, time.Second)
 }

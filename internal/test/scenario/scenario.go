@@ -40,7 +40,7 @@ type Scenario struct {
 	// Title is a one-line summary.
 	Title string
 	// Text describes the topology and the traffic path hop by hop, and
-	// which ARP request pxresp answers on which interface (README text).
+	// which ARP request pxresp answers on which interface (docs/scenarios.md).
 	Text string
 
 	build func(ctx context.Context, n *Net, in *Instance) error
