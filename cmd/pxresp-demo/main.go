@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -39,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pxresp/pxresp/internal/test/arping"
 	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/scenario"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -266,8 +268,12 @@ func steps(ctx context.Context, d *demo, pxresp, prefix string) (err error) {
 	d.verdict(ok && strings.Contains(outp, "lladdr ee:ee:ee:ee:ee:ee"), "%s is at ee:ee:ee:ee:ee:ee", topo.Gateway)
 
 	d.step("arping the gateway from pod1")
-	ok, outp = d.exec(ctx, p1.NS, nil, arpingArgs(ctx, p1.NS, topo.Gateway.String())...)
-	d.verdict(ok && strings.Contains(strings.ToLower(outp), "ee:ee:ee:ee:ee:ee"), "arping got replies from ee:ee:ee:ee:ee:ee")
+	argv, err := arping.Args("eth0", topo.Gateway, 2, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	ok, outp = d.exec(ctx, p1.NS, nil, argv...)
+	d.verdict(ok && repliedWith(arping.Replies(outp), topo.GatewayMAC), "arping got replies from ee:ee:ee:ee:ee:ee")
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -356,17 +362,6 @@ func trim(out string, filter func(string) bool, max int) []string {
 	return kept
 }
 
-// arpingArgs returns the arping command for the installed arping: iputils'
-// takes the interface with -I, Debian's "arping" package (Habets') with -i.
-// The version probe (which sends nothing) runs in ns too.
-func arpingArgs(ctx context.Context, ns *topo.NS, target string) []string {
-	flag := "-i"
-	if out, _ := ns.Exec(ctx, "arping", "-V"); strings.Contains(out, "iputils") {
-		flag = "-I"
-	}
-	return []string{"arping", "-c2", "-w2", flag, "eth0", target}
-}
-
 // startPxresp starts `ip netns exec NS bin args...` (pxproc.Start: its own
 // process group, so that a Ctrl-C on the terminal reaches the demo, which
 // then stops pxresp itself) and streams its output, prefixed, into the
@@ -400,4 +395,14 @@ func quoteArgs(args []string) string {
 		}
 	}
 	return strings.Join(q, " ")
+}
+
+// repliedWith reports whether there are replies and all carry mac.
+func repliedWith(rs []arping.Reply, mac net.HardwareAddr) bool {
+	for _, r := range rs {
+		if r.MAC.String() != mac.String() {
+			return false
+		}
+	}
+	return len(rs) > 0
 }
