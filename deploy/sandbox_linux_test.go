@@ -325,7 +325,11 @@ func TestDaemonSetSandbox(t *testing.T) {
 	uid := *m.ds.Spec.Template.Spec.SecurityContext.RunAsUser
 
 	dir := openDir(t)
-	args := slices.Clone(c.Args)
+	env := containerEnv(t, c, tp.UplinkIP.String())
+	var args []string
+	for _, a := range c.Args {
+		args = append(args, expand(a, env))
+	}
 	i := slices.Index(args, "--config")
 	cfg := filepath.Join(dir, filepath.Base(args[i+1]))
 	if err := os.WriteFile(cfg, []byte(m.cm.Data[filepath.Base(args[i+1])]), 0o644); err != nil {
