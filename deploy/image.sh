@@ -16,6 +16,10 @@ for v in IMAGE VERSION REVISION CREATED DIST ARCHES; do
 		exit 2
 	fi
 done
+if [ "$(id -u)" -ne 0 ]; then
+	echo "image.sh: must run as root (buildah mount, setcap): sudo make image" >&2
+	exit 1
+fi
 for tool in buildah setcap; do
 	if ! command -v "$tool" >/dev/null; then
 		echo "image.sh: $tool is missing (Debian package ${tool/setcap/libcap2-bin})" >&2
