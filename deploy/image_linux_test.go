@@ -1,10 +1,12 @@
 package deploy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -168,33 +170,29 @@ func netnsPath(t *testing.T, ns *topo.NS) string {
 	return path
 }
 
-// tryGet does GET addr+path from inside ns, without failing t: the
-// connection is made on the thread that ns.Do switched into ns.
-func tryGet(ns *topo.NS, addr, path string) (int, error) {
+// tryGet does GET addr+path from inside ns and returns status and body,
+// without failing t: the connection is made on the thread that ns.Do
+// switched into ns.
+func tryGet(ns *topo.NS, addr, path string) (int, string, error) {
 	var conn net.Conn
 	if err := ns.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
 		return err
 	}); err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(context.Context, string, string) (net.Conn, error) {
-			if conn == nil {
-				return nil, errors.New("one connection only")
-			}
-			c := conn
-			conn = nil
-			return c, nil
-		},
-	}}
-	resp, err := c.Get("http://" + addr + path)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr); err != nil {
+		return 0, "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }
 
 // TestImage builds the image with `make image` and runs it as the
@@ -339,7 +337,7 @@ func TestImage(t *testing.T) {
 	metrics := net.JoinHostPort(hostIP, strconv.Itoa(metricsPort))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, err := tryGet(tp.Host, metrics, c.ReadinessProbe.HTTPGet.Path)
+		code, _, err := tryGet(tp.Host, metrics, c.ReadinessProbe.HTTPGet.Path)
 		if err == nil && code == http.StatusOK {
 			break
 		}
@@ -348,12 +346,12 @@ func TestImage(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if code, err := tryGet(tp.Host, metrics, c.LivenessProbe.HTTPGet.Path); err != nil || code != http.StatusOK {
+	if code, _, err := tryGet(tp.Host, metrics, c.LivenessProbe.HTTPGet.Path); err != nil || code != http.StatusOK {
 		t.Errorf("GET %s: %d %v", c.LivenessProbe.HTTPGet.Path, code, err)
 	}
 	// And nowhere else.
 	loop := net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort))
-	if _, err := tryGet(tp.Host, loop, "/metrics"); !errors.Is(err, syscall.ECONNREFUSED) {
+	if _, _, err := tryGet(tp.Host, loop, "/metrics"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("GET %s/metrics: %v, want connection refused", loop, err)
 	}
 
