@@ -268,6 +268,16 @@ func TestImage(t *testing.T) {
 		t.Errorf("label version %q does not start with the tag of %s", v, image)
 	}
 
+	// The binary carries the file capability: a CRI runtime, unlike
+	// podman, gives a non-root container no ambient capabilities.
+	getcap := privtest.Tool(t, "getcap", "libcap2-bin")
+	root := strings.TrimSpace(pm.runT(t, "image", "mount", image))
+	out, err := exec.Command(getcap, filepath.Join(root, "usr/local/bin/pxresp")).CombinedOutput()
+	pm.runT(t, "image", "unmount", image)
+	if err != nil || !strings.Contains(string(out), "cap_net_raw=ep") {
+		t.Errorf("getcap on the image's pxresp: %v %q, want cap_net_raw=ep", err, out)
+	}
+
 	// The pod, as the kubelet would make it.
 	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
 	if m.err != nil {
