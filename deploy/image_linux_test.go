@@ -2,11 +2,15 @@ package deploy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -195,6 +199,46 @@ func tryGet(ns *topo.NS, addr, path string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
+// checkRelease checks what `make release` left in dist: static
+// executables for their architecture (no interpreter, no shared
+// libraries) that SHA256SUMS lists with their digests.
+func checkRelease(t *testing.T, dist string) {
+	t.Helper()
+	sums, err := os.ReadFile(filepath.Join(dist, "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]elf.Machine{"pxresp-linux-amd64": elf.EM_X86_64, "pxresp-linux-arm64": elf.EM_AARCH64}
+	lines := strings.Split(strings.TrimSpace(string(sums)), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("SHA256SUMS:\n%s\nwant a line for each of %v", sums, slices.Collect(maps.Keys(want)))
+	}
+	for _, l := range lines {
+		sum, name, _ := strings.Cut(l, "  ")
+		machine, ok := want[name]
+		if !ok {
+			t.Errorf("SHA256SUMS: unexpected line %q", l)
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dist, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(b)); got != sum {
+			t.Errorf("%s: sha256 %s, SHA256SUMS says %s", name, got, sum)
+		}
+		f, err := elf.NewFile(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		libs, _ := f.ImportedLibraries()
+		interp := slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
+		if f.Machine != machine || f.Type != elf.ET_EXEC || interp || len(libs) > 0 {
+			t.Errorf("%s: %v %v, interpreter %v, libraries %v; want a static %v executable", name, f.Machine, f.Type, interp, libs, machine)
+		}
+	}
+}
+
 // TestImage builds the image with `make image` and runs it as the
 // DaemonSet's pod: pods resolve their gateway and ping through it, /readyz
 // answers on the node's IP and nowhere else, and the process holds exactly
@@ -221,6 +265,8 @@ func TestImage(t *testing.T) {
 		t.Fatalf("make image: %v\n%s", err, out)
 	}
 	t.Logf("make image: %v", time.Since(start).Round(time.Second))
+
+	checkRelease(t, dist)
 
 	// The index holds amd64 and arm64, the archive too.
 	var index struct {
