@@ -465,7 +465,7 @@ func makeVar(t *testing.T, target string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "make", "-s", "-C", "..", target).Output()
+	out, err := exec.CommandContext(ctx, "make", "-s", "--no-print-directory", "-C", "..", target).Output()
 	if err != nil {
 		t.Fatalf("make %s: %v", target, err)
 	}
