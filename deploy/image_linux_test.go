@@ -74,11 +74,37 @@ func storageDir(t *testing.T) (dir string, opts []string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("container storage: %v", err)
+		// conmon's exit command (podman container cleanup, with these
+		// storage options) may still write here after podman rm: wait
+		// until no process names dir, then remove it.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			err := errors.New("a process still uses it")
+			if !usedBy(dir) {
+				err = os.RemoveAll(dir)
+			}
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("container storage: %v", err)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	})
 	return dir, []string{"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"), "--storage-driver", "vfs"}
+}
+
+// usedBy reports whether a process has dir in its command line.
+func usedBy(dir string) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(dir)) {
+			return true
+		}
+	}
+	return false
 }
 
 // podmanFlags maps the pod spec's container c to `podman run` flags the way
