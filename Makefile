@@ -7,6 +7,10 @@
 #   make lint       gofmt, go vet, staticcheck (installed if missing)
 #   sudo make demo  build, then run the demo in network namespaces
 #                   (SCENARIO=list shows the seed scenarios; SCENARIO=snat runs one)
+#   make release    static binaries for linux/amd64 and linux/arm64 in dist/,
+#                   with SHA256SUMS
+#   make image      the OCI image (amd64 + arm64 index) named $(IMAGE), in
+#                   local container storage and as dist/ OCI archive (buildah)
 #   make clean
 
 export PATH := $(PATH):/usr/local/go/bin
@@ -24,7 +28,7 @@ STATICCHECK         := $(GOBIN)/staticcheck
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
 .DEFAULT_GOAL := build
-.PHONY: build test fuzz lint staticcheck demo clean bench soak
+.PHONY: build test fuzz lint staticcheck demo clean bench soak release image image-name
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pxresp ./cmd/pxresp
@@ -88,7 +92,7 @@ bench:
 	./bin/pxbench --pxresp ./bin/pxresp --out bench/results $(BENCHFLAGS)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
 
 # The soak (bench/soak): pxresp under mixed traffic and veth churn for
 # SOAKFLAGS' --duration (default 10m); RSS, threads and fds must stay flat.
@@ -98,3 +102,40 @@ soak:
 	$(MAKE) --no-print-directory build
 	$(GO) build -o bin/pxsoak ./bench/soak
 	./bin/pxsoak --pxresp ./bin/pxresp $(SOAKFLAGS)
+
+# The release: RELEASE is the image tag, and deploy/daemonset.yaml names
+# IMAGE (deploy's tests check that they agree). The binaries' version adds
+# the commit: RELEASE+COMMIT, and ".dirty" for uncommitted changes.
+RELEASE  := v0.1.0
+IMAGE    := ghcr.io/pxresp/pxresp:$(RELEASE)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+DIRTY    := $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo .dirty)
+RELEASE_VERSION := $(RELEASE)+$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(DIRTY)
+# The image's creation time: the commit's, so that rebuilds are identical.
+CREATED  := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+DIST     ?= dist
+ARCHES   ?= amd64 arm64
+
+# Static (no cgo: libcap's psx then uses the Go runtime's
+# AllThreadsSyscall), reproducible (no paths, VCS stamp or build ID: two
+# builds of one commit are byte-identical).
+release:
+	@mkdir -p $(DIST)
+	@set -e; for arch in $(ARCHES); do \
+		echo "building $(DIST)/pxresp-linux-$$arch ($(RELEASE_VERSION))"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -buildvcs=false \
+			-ldflags "-s -w -buildid= -X main.version=$(RELEASE_VERSION)" \
+			-o $(DIST)/pxresp-linux-$$arch ./cmd/pxresp; \
+	done
+	cd $(DIST) && sha256sum $(patsubst %,pxresp-linux-%,$(ARCHES)) > SHA256SUMS
+
+# The image, with no base image: deploy/image.sh (buildah; as root).
+# IMAGE_STORAGE passes storage options to buildah (the image test builds
+# into a storage of its own).
+IMAGE_STORAGE ?=
+image: release
+	IMAGE='$(IMAGE)' VERSION='$(RELEASE_VERSION)' REVISION='$(REVISION)' CREATED='$(CREATED)' \
+		DIST='$(DIST)' ARCHES='$(ARCHES)' STORAGE='$(IMAGE_STORAGE)' ./deploy/image.sh
+
+image-name:
+	@echo $(IMAGE)

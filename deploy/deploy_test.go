@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"github.com/pxresp/pxresp/internal/config"
@@ -243,6 +245,9 @@ func decodeManifest(t *testing.T, data []byte) manifest {
 // metricsPort is the port of --metrics-addr in the DaemonSet.
 const metricsPort = 9597
 
+// hostIPEnv is the DaemonSet's variable holding the node's IP.
+const hostIPEnv = "HOST_IP"
+
 // TestDaemonSet decodes daemonset.yaml into the Kubernetes API types,
 // strictly, and checks what pxresp needs and what it must not have.
 func TestDaemonSet(t *testing.T) {
@@ -359,10 +364,21 @@ func TestDaemonSet(t *testing.T) {
 		t.Error("the ConfigMap's config serves no cali* interface")
 	}
 
-	// Metrics and probes on --metrics-addr.
-	_, port, err := net.SplitHostPort(arg("--metrics-addr"))
+	// Metrics and probes on --metrics-addr: the node's IP, never every
+	// address.
+	host, port, err := net.SplitHostPort(arg("--metrics-addr"))
 	if err != nil || port != strconv.Itoa(metricsPort) {
 		t.Errorf("--metrics-addr %q (%v): want port %d", arg("--metrics-addr"), err, metricsPort)
+	}
+	if want := "$(" + hostIPEnv + ")"; host != want {
+		t.Errorf("--metrics-addr %q: want host %s, the node's IP", arg("--metrics-addr"), want)
+	}
+	if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == hostIPEnv }); i < 0 ||
+		c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil || c.Env[i].ValueFrom.FieldRef.FieldPath != "status.hostIP" {
+		t.Errorf("env %v: want %s from the downward API's status.hostIP", c.Env, hostIPEnv)
+	}
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector %v: want kubernetes.io/os: linux", spec.NodeSelector)
 	}
 	var named string
 	for _, p := range c.Ports {
@@ -385,6 +401,11 @@ func TestDaemonSet(t *testing.T) {
 		g := p.probe.HTTPGet
 		if g.Path != p.path || (g.Port.String() != named && g.Port.IntValue() != metricsPort) {
 			t.Errorf("%s probe: httpGet %s port %s, want %s on port %d", p.name, g.Path, g.Port.String(), p.path, metricsPort)
+		}
+		// Without a host the kubelet asks the pod's IP, which with
+		// hostNetwork is the node's IP, where pxresp listens.
+		if g.Host != "" {
+			t.Errorf("%s probe: host %q, want none (the pod's IP)", p.name, g.Host)
 		}
 	}
 
@@ -428,5 +449,135 @@ func TestConfigExample(t *testing.T) {
 	}
 	if len(all.Rules) != 1+n || n < 2 {
 		t.Errorf("uncommented: %d rules, want 1 + %d examples", len(all.Rules), n)
+	}
+}
+
+// makeVar runs `make -s TARGET` at the top of the repository and returns
+// its output: a skip without make, or a failure when privileged tests are
+// required (CI installs make).
+func makeVar(t *testing.T, target string) string {
+	t.Helper()
+	if _, err := exec.LookPath("make"); err != nil {
+		if privtest.Required() {
+			t.Fatalf("make is missing (Debian package make): %v", err)
+		}
+		t.Skipf("make is missing (Debian package make): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "make", "-s", "--no-print-directory", "-C", "..", target).Output()
+	if err != nil {
+		t.Fatalf("make %s: %v", target, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestDaemonSetImage: the DaemonSet runs the image that `make image` tags,
+// a release tag rather than a moving one.
+func TestDaemonSetImage(t *testing.T) {
+	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	image := makeVar(t, "image-name")
+	if got := m.ds.Spec.Template.Spec.Containers[0].Image; got != image {
+		t.Errorf("the DaemonSet runs %q, make image builds %q", got, image)
+	}
+	if !regexp.MustCompile(`:v[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(image) {
+		t.Errorf("image %q: want a release tag vX.Y.Z", image)
+	}
+}
+
+// TestPodMonitor decodes podmonitor.yaml strictly into the Prometheus
+// Operator's type and checks that it selects the DaemonSet's pods on their
+// metrics port.
+func TestPodMonitor(t *testing.T) {
+	data := readFile(t, "podmonitor.yaml")
+	var pm monitoringv1.PodMonitor
+	if err := yaml.UnmarshalStrict(data, &pm); err != nil {
+		t.Fatal(err)
+	}
+	if pm.APIVersion != monitoringv1.SchemeGroupVersion.String() || pm.Kind != monitoringv1.PodMonitorsKind {
+		t.Errorf("apiVersion %q kind %q", pm.APIVersion, pm.Kind)
+	}
+	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	pod := m.ds.Spec.Template
+	sel, err := metav1.LabelSelectorAsSelector(&pm.Spec.Selector)
+	if err != nil || sel.Empty() || !sel.Matches(labels.Set(pod.Labels)) {
+		t.Errorf("selector %v (%v) does not match the DaemonSet's pods %v", pm.Spec.Selector, err, pod.Labels)
+	}
+	if pm.Namespace != m.ds.Namespace || !slices.Equal(pm.Spec.NamespaceSelector.MatchNames, []string{m.ds.Namespace}) {
+		t.Errorf("namespace %q, namespaceSelector %v: want %s", pm.Namespace, pm.Spec.NamespaceSelector.MatchNames, m.ds.Namespace)
+	}
+	if len(pm.Spec.PodMetricsEndpoints) != 1 {
+		t.Fatalf("%d endpoints, want 1", len(pm.Spec.PodMetricsEndpoints))
+	}
+	ep := pm.Spec.PodMetricsEndpoints[0]
+	c := pod.Spec.Containers[0]
+	if ep.Port == nil || !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == *ep.Port && p.ContainerPort == metricsPort }) {
+		t.Errorf("endpoint port %v: want the container's port %d by name", ep.Port, metricsPort)
+	}
+	if ep.Path != "" && ep.Path != "/metrics" {
+		t.Errorf("endpoint path %q, want /metrics", ep.Path)
+	}
+}
+
+// containerEnv is the environment the kubelet gives container c: its
+// values, the downward API's status.hostIP as hostIP, and resource fields
+// of its limits in bytes (divisor 1). Any other source fails t.
+func containerEnv(t *testing.T, c corev1.Container, hostIP string) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			env[e.Name] = expand(e.Value, env)
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.hostIP":
+			env[e.Name] = hostIP
+		case e.ValueFrom.ResourceFieldRef != nil && strings.HasPrefix(e.ValueFrom.ResourceFieldRef.Resource, "limits."):
+			q, ok := c.Resources.Limits[corev1.ResourceName(strings.TrimPrefix(e.ValueFrom.ResourceFieldRef.Resource, "limits."))]
+			if !ok {
+				t.Fatalf("env %s: no %s", e.Name, e.ValueFrom.ResourceFieldRef.Resource)
+			}
+			env[e.Name] = strconv.FormatInt(q.Value(), 10)
+		default:
+			t.Fatalf("env %s: a source this test does not know: %+v", e.Name, e.ValueFrom)
+		}
+	}
+	return env
+}
+
+var envRef = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
+
+// expand replaces $(NAME) in s with env[NAME] as the kubelet does in args
+// and env values: $$ is a literal $, an undefined $(NAME) stays as it is.
+func expand(s string, env map[string]string) string {
+	return envRef.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
+		if v, ok := env[m[2:len(m)-1]]; ok {
+			return v
+		}
+		return m
+	})
+}
+
+// TestExpand checks expand against the kubelet's rules.
+func TestExpand(t *testing.T) {
+	env := map[string]string{"HOST_IP": "192.0.2.7", "A": "x"}
+	for in, want := range map[string]string{
+		"$(HOST_IP):9597": "192.0.2.7:9597",
+		"$(NOPE):1":       "$(NOPE):1",
+		"$$(A)":           "$(A)",
+		"$(A)$(A)-$":      "xx-$",
+		"plain":           "plain",
+	} {
+		if got := expand(in, env); got != want {
+			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -60,28 +59,11 @@ func stop(t *testing.T, p *pxproc.Proc, pid int) {
 // get does GET path on addr from inside ns and returns status and body.
 func get(t *testing.T, ns *topo.NS, addr, path string) (int, string) {
 	t.Helper()
-	var conn net.Conn
-	if err := ns.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatalf("GET %s%s: %v", addr, path, err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	code, body, err := tryGet(ns, addr, path)
 	if err != nil {
 		t.Fatalf("GET %s%s: %v", addr, path, err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
+	return code, body
 }
 
 // serves checks that pxresp answers on tp: the existing pod pings the
@@ -325,7 +307,11 @@ func TestDaemonSetSandbox(t *testing.T) {
 	uid := *m.ds.Spec.Template.Spec.SecurityContext.RunAsUser
 
 	dir := openDir(t)
-	args := slices.Clone(c.Args)
+	env := containerEnv(t, c, tp.UplinkIP.String())
+	var args []string
+	for _, a := range c.Args {
+		args = append(args, expand(a, env))
+	}
 	i := slices.Index(args, "--config")
 	cfg := filepath.Join(dir, filepath.Base(args[i+1]))
 	if err := os.WriteFile(cfg, []byte(m.cm.Data[filepath.Base(args[i+1])]), 0o644); err != nil {
