@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -42,6 +44,9 @@ type packetConn struct {
 	rc      syscall.RawConn
 	closing atomic.Bool
 
+	statsMu        sync.Mutex
+	packets, drops uint64 // PACKET_STATISTICS, accumulated
+
 	buf []byte
 
 	// For recvmsg: msg points at iov (buf) and oob. Used only by readAllTS.
@@ -64,7 +69,7 @@ type packetConn struct {
 // timestamps, the kernel stamps each frame it receives (SO_TIMESTAMPNS) and
 // receive hands the stamps on.
 func listenPacket(index int, name string, override net.HardwareAddr, timestamps bool) (*packetConn, error) {
-	prog, err := filter(override)
+	prog, err := filter(shedRule{}, override)
 	if err != nil {
 		return nil, fmt.Errorf("assemble BPF filter: %w", err)
 	}
@@ -110,10 +115,19 @@ func listenPacket(index int, name string, override net.HardwareAddr, timestamps 
 	return p, nil
 }
 
+// batch is how many frames a Serve goroutine handles before it lets the
+// other goroutines run (runtime.Gosched): a socket whose queue never empties
+// does not keep its thread until the scheduler preempts it, while the other
+// sockets' frames wait.
+const batch = 64
+
 // readAll is the RawConn read callback: it reads until the socket's queue is
 // empty (false: wait for more), an error occurs or the conn closes (true).
 func (p *packetConn) readAll(fd uintptr) bool {
-	for !p.closing.Load() {
+	for i := 1; !p.closing.Load(); i++ {
+		if i%batch == 0 {
+			runtime.Gosched()
+		}
 		n, err := unix.Read(int(fd), p.buf)
 		switch err {
 		case nil:
@@ -133,7 +147,10 @@ func (p *packetConn) readAll(fd uintptr) bool {
 // the syscall itself: unix.Recvmsg allocates the sender's address and the
 // message header on every call.
 func (p *packetConn) readAllTS(fd uintptr) bool {
-	for !p.closing.Load() {
+	for i := 1; !p.closing.Load(); i++ {
+		if i%batch == 0 {
+			runtime.Gosched()
+		}
 		p.msg.SetControllen(len(p.oob))
 		p.msg.Flags = 0
 		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&p.msg)), 0)
@@ -235,8 +252,8 @@ func (p *packetConn) send(frame []byte) error {
 // setFilter replaces the socket's BPF filter (SO_ATTACH_FILTER on the open
 // socket: the kernel swaps the program atomically, and frames already
 // queued stay queued).
-func (p *packetConn) setFilter(overrides ...net.HardwareAddr) error {
-	prog, err := filter(overrides...)
+func (p *packetConn) setFilter(shed shedRule, overrides ...net.HardwareAddr) error {
+	prog, err := filter(shed, overrides...)
 	if err != nil {
 		return fmt.Errorf("assemble BPF filter: %w", err)
 	}
@@ -257,8 +274,36 @@ func (p *packetConn) bound() bool {
 	return ok
 }
 
+// kernelStats returns the frames the kernel queued for the socket and those
+// it dropped because the queue was full, since the socket was opened
+// (PACKET_STATISTICS, which the kernel resets on each read, accumulated).
+// It is safe to call from any goroutine, also after close.
+func (p *packetConn) kernelStats() (packets, drops uint64) {
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	if !p.closing.Load() {
+		p.readStats()
+	}
+	return p.packets, p.drops
+}
+
+// readStats adds the kernel's counts since the last read to p's. The
+// caller holds statsMu.
+func (p *packetConn) readStats() {
+	if st, err := p.c.Stats(); err == nil {
+		// tp_packets counts the dropped frames too.
+		p.packets += uint64(st.Packets) - uint64(st.Drops)
+		p.drops += uint64(st.Drops)
+	}
+}
+
 func (p *packetConn) close() error {
+	p.statsMu.Lock()
+	if !p.closing.Load() {
+		p.readStats()
+	}
 	p.closing.Store(true)
+	p.statsMu.Unlock()
 	return p.c.Close()
 }
 

@@ -82,7 +82,9 @@ func (f *fakeTransport) send(frame []byte) error {
 
 func (f *fakeTransport) bound() bool { return true }
 
-func (f *fakeTransport) setFilter(overrides ...net.HardwareAddr) error {
+func (f *fakeTransport) kernelStats() (uint64, uint64) { return 0, 0 }
+
+func (f *fakeTransport) setFilter(_ shedRule, overrides ...net.HardwareAddr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.filterErr != nil && len(f.filters) >= f.filterOK {
@@ -448,4 +450,5 @@ func (nopTransport) receive(func([]byte, int64), func(error)) error { return net
 func (nopTransport) send([]byte) error                              { return nil }
 func (nopTransport) close() error                                   { return nil }
 func (nopTransport) bound() bool                                    { return true }
-func (nopTransport) setFilter(...net.HardwareAddr) error            { return nil }
+func (nopTransport) setFilter(shedRule, ...net.HardwareAddr) error  { return nil }
+func (nopTransport) kernelStats() (uint64, uint64)                  { return 0, 0 }
