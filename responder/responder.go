@@ -244,12 +244,17 @@ type Responder struct {
 	closeErr  error
 
 	// Used only by the goroutine running Serve.
-	req    arpframe.Frame
-	preq   policy.Request
-	reply  [arpframe.Len]byte
-	limit  ratelimit.Limiter
-	wall   wallClock
-	detect detector
+	req   arpframe.Frame
+	preq  policy.Request
+	reply [arpframe.Len]byte
+	limit ratelimit.Limiter
+	// shedLimit limits the replies to the shed sender's sample instead of
+	// limit, so that its sample does not starve the interface's other
+	// senders.
+	shedLimit ratelimit.Limiter
+	fullLimit ratelimit.Limiter // limit as it was created: full
+	wall      wallClock
+	detect    detector
 
 	requests, replies, malformed, sendErrors, readErrors, rateLimited, dryRuns atomic.Uint64
 	ignored                                                                    [policy.NumVerdicts]atomic.Uint64
@@ -311,13 +316,15 @@ func newResponder(t transport, cfg Config) *Responder {
 	}
 	log = log.With("iface", cfg.Name, "ifindex", cfg.Index)
 	r := &Responder{
-		name:  cfg.Name,
-		index: cfg.Index,
-		t:     t,
-		log:   log,
-		debug: log.Enabled(context.Background(), slog.LevelDebug),
-		info:  log.Enabled(context.Background(), slog.LevelInfo),
-		limit: newLimiter(&cfg, nil),
+		name:      cfg.Name,
+		index:     cfg.Index,
+		t:         t,
+		log:       log,
+		debug:     log.Enabled(context.Background(), slog.LevelDebug),
+		info:      log.Enabled(context.Background(), slog.LevelInfo),
+		limit:     newLimiter(&cfg, nil),
+		shedLimit: newLimiter(&cfg, nil),
+		fullLimit: newLimiter(&cfg, nil),
 
 		router:  cfg.Router,
 		dryRun:  cfg.DryRun,
@@ -462,7 +469,10 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 		return
 	}
 	r.requests.Add(1)
-	r.sampled(req.EthSrc)
+	limit := &r.limit
+	if r.sampled(req.EthSrc) {
+		limit = &r.shedLimit
+	}
 	s := r.st.Load()
 	p := &r.preq
 	p.SenderMAC = req.SHA
@@ -487,7 +497,7 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 	}
 	// Replies are limited, not reads: a request that would not be
 	// answered costs no token.
-	if !r.limit.Allow() {
+	if !limit.Allow() {
 		r.rateLimited.Add(1)
 		r.overLimit(req.EthSrc)
 		if r.debug {

@@ -102,28 +102,36 @@ func (r *Responder) overLimit(src [6]byte) {
 		return
 	}
 	// The sender sends what the limit allows plus what it refused.
-	r.engage(mac, rate+float64(r.limitRate))
-}
-
-// sampled counts a frame from the shed sender that the filter let through.
-// It runs on the Serve goroutine.
-func (r *Responder) sampled(src [6]byte) {
-	if k := r.shedKey.Load(); k != 0 && k == macKey(src) {
-		r.shedSampled.Add(1)
+	if r.engage(mac, rate+float64(r.limitRate)) {
+		// The storm emptied the interface's bucket; from now on its
+		// sample has a bucket of its own, and the other senders get
+		// theirs back full.
+		r.limit = r.fullLimit
 	}
 }
 
-// engage starts shedding mac, estimated to send rate requests a second.
-func (r *Responder) engage(mac [6]byte, rate float64) {
+// sampled reports whether src is the shed sender, and counts its frame,
+// which the filter let through. It runs on the Serve goroutine.
+func (r *Responder) sampled(src [6]byte) bool {
+	if k := r.shedKey.Load(); k != 0 && k == macKey(src) {
+		r.shedSampled.Add(1)
+		return true
+	}
+	return false
+}
+
+// engage starts shedding mac, estimated to send rate requests a second,
+// and reports whether it did.
+func (r *Responder) engage(mac [6]byte, rate float64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed.Load() || r.shed.active() {
-		return
+		return false
 	}
 	rule := shedRule{mac: mac, shift: shiftFor(rate, float64(r.limitRate))}
 	if err := r.t.setFilter(rule, r.overrides...); err != nil {
 		r.log.Warn("storm: cannot attach the shedding filter", "sender", net.HardwareAddr(mac[:]).String(), "err", err)
-		return
+		return false
 	}
 	r.shed = rule
 	r.shedSince = time.Now()
@@ -137,6 +145,7 @@ func (r *Responder) engage(mac [6]byte, rate float64) {
 	} else {
 		r.tick.Reset(stormTick)
 	}
+	return true
 }
 
 // stormTick runs every stormTick while a sender is shed: from the frames
