@@ -258,4 +258,3 @@ func TestStormShedding(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // within the limit
 	}
 }
-
