@@ -548,9 +548,7 @@ func (r *Responder) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
 		r.closed.Store(true)
-		if r.tick != nil {
-			r.tick.Stop()
-		}
+		r.endShedding()
 		r.mu.Unlock()
 		r.closeErr = r.t.close()
 	})

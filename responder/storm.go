@@ -159,10 +159,7 @@ func (r *Responder) stormTick() {
 	if r.closed.Load() || !r.shed.active() {
 		return
 	}
-	now := r.shedSampled.Load()
-	got := now - r.tickSampled
-	r.tickSampled = now
-	r.shedEstimate.Add(got * (r.shed.sample() - 1))
+	got := r.countShed()
 	rate := float64(got*r.shed.sample()) / stormTick.Seconds()
 	limit := float64(r.limitRate)
 	mac := net.HardwareAddr(r.shed.mac[:]).String()
@@ -172,9 +169,7 @@ func (r *Responder) stormTick() {
 			r.tick.Reset(stormTick)
 			return
 		}
-		r.shedKey.Store(0)
-		r.shed = shedRule{}
-		r.stormsEnded.Add(1)
+		r.endShedding()
 		r.log.Warn("storm: over, sender no longer shed", "sender", mac, "rate", int64(rate),
 			"lasted", time.Since(r.shedSince).Round(time.Millisecond).String())
 		return
@@ -198,4 +193,31 @@ func (r *Responder) Shedding() (sender net.HardwareAddr, sample uint64) {
 		return nil, 0
 	}
 	return slices.Clone(r.shed.mac[:]), r.shed.sample()
+}
+
+// countShed adds to the estimate of frames shed those the sample let
+// through since the last count stand for, and returns how many it let
+// through. The caller holds mu, and a sender is shed.
+func (r *Responder) countShed() uint64 {
+	now := r.shedSampled.Load()
+	got := now - r.tickSampled
+	r.tickSampled = now
+	r.shedEstimate.Add(got * (r.shed.sample() - 1))
+	return got
+}
+
+// endShedding counts the storm as ended and stops the tick, once the
+// filter no longer sheds its sender or the socket is closing. The caller
+// holds mu.
+func (r *Responder) endShedding() {
+	if r.tick != nil {
+		r.tick.Stop()
+	}
+	if !r.shed.active() {
+		return
+	}
+	r.countShed()
+	r.shedKey.Store(0)
+	r.shed = shedRule{}
+	r.stormsEnded.Add(1)
 }

@@ -214,6 +214,7 @@ func TestStormShedding(t *testing.T) {
 		if !askFor(t, cb, reqB, b.MAC, wait) {
 			lostB++
 		}
+		time.Sleep(10 * time.Millisecond) // well within the limit
 	}
 	during := ra.Stats()
 	if shed, _ := ra.Shedding(); !bytes.Equal(shed, a.MAC) {
