@@ -138,7 +138,7 @@ func (r *Responder) engage(mac [6]byte, rate float64) bool {
 	r.tickSampled = r.shedSampled.Load()
 	r.shedKey.Store(macKey(mac))
 	r.storms.Add(1)
-	r.log.Warn("storm: shedding sender in the kernel", "sender", net.HardwareAddr(mac[:]).String(),
+	r.log.Warn("storm start", "sender", net.HardwareAddr(mac[:]).String(),
 		"rate", int64(rate), "limit", r.limitRate, "sample", rule.sample())
 	if r.tick == nil {
 		r.tick = time.AfterFunc(stormTick, r.stormTick)
@@ -170,8 +170,8 @@ func (r *Responder) stormTick() {
 			return
 		}
 		r.endShedding()
-		r.log.Warn("storm: over, sender no longer shed", "sender", mac, "rate", int64(rate),
-			"lasted", time.Since(r.shedSince).Round(time.Millisecond).String())
+		r.log.Warn("storm end", "sender", mac, "rate", int64(rate),
+			"lasted", time.Since(r.shedSince).Round(time.Millisecond).String(), "shed", r.shedEstimate.Load())
 		return
 	}
 	if shift := shiftFor(rate, limit); shift != r.shed.shift {
