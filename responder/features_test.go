@@ -790,3 +790,53 @@ func TestShiftFor(t *testing.T) {
 		}
 	}
 }
+
+// TestDetector: a sender refused threshold times within a window is a
+// storm, found at once; refusals spread over several windows, or shared
+// among senders, are not.
+func TestDetector(t *testing.T) {
+	a, b := [6]byte{2, 0, 0, 0, 0, 0xa}, [6]byte{2, 0, 0, 0, 0, 0xb}
+	const threshold = 100
+	ms := int64(time.Millisecond)
+	var d detector
+	now := int64(time.Hour)
+	// 99 refusals of a per window, windows apart: never a storm.
+	for w := range 3 {
+		for i := range threshold - 1 {
+			if _, _, ok := d.refuse(a, now+int64(w)*int64(stormWindow)+int64(i), threshold); ok {
+				t.Fatalf("window %d, refusal %d: a storm", w, i)
+			}
+		}
+	}
+	// a and b alternating: neither dominates.
+	now += 10 * int64(stormWindow)
+	for i := range 4 * threshold {
+		src := a
+		if i%2 == 1 {
+			src = b
+		}
+		if _, _, ok := d.refuse(src, now+int64(i), threshold); ok {
+			t.Fatalf("refusal %d: a storm while two senders share the refusals", i)
+		}
+	}
+	// a refused 100 times in 10 ms, among b's: a storm at the 100th
+	// refusal of a beyond b's, at 10k/s.
+	now += 10 * int64(stormWindow)
+	d = detector{}
+	var found bool
+	for i := 0; i < 2*threshold && !found; i++ {
+		mac, rate, ok := d.refuse(a, now+int64(i)*ms/10, threshold)
+		if ok {
+			found = true
+			if mac != a || i != threshold-1 || rate < 9000 || rate > 11000 {
+				t.Errorf("storm of %v at refusal %d, %v/s: want a at %d, about 10000/s", mac, i, rate, threshold-1)
+			}
+		}
+	}
+	if !found {
+		t.Error("no storm")
+	}
+	if n := testing.AllocsPerRun(100, func() { d.refuse(b, now, threshold) }); n != 0 {
+		t.Errorf("%v allocs", n)
+	}
+}

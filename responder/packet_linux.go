@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/mdlayher/packet"
@@ -43,6 +44,7 @@ type packetConn struct {
 	c       *packet.Conn
 	rc      syscall.RawConn
 	closing atomic.Bool
+	paced   atomic.Bool // the filter sheds a sender: see shedPace
 
 	statsMu        sync.Mutex
 	packets, drops uint64 // PACKET_STATISTICS, accumulated
@@ -121,9 +123,29 @@ func listenPacket(index int, name string, override net.HardwareAddr, timestamps 
 // sockets' frames wait.
 const batch = 64
 
+// shedPace is how long a Serve goroutine whose socket filter sheds a
+// storming sender waits, once the queue is empty, before it reads again:
+// the sample the filter lets through is then read in batches, a few wake-ups
+// per pace rather than one per frame. Requests on that interface wait up to
+// shedPace longer; none is lost (see rcvBuf).
+const shedPace = 5 * time.Millisecond
+
+// idle is called by the read callbacks when the queue is empty. It reports
+// whether to read again: once, after shedPace, while the filter sheds a
+// sender; otherwise the callback returns to wait for the socket.
+func (p *packetConn) idle(slept *bool) bool {
+	if *slept || !p.paced.Load() {
+		return false
+	}
+	*slept = true
+	time.Sleep(shedPace)
+	return true
+}
+
 // readAll is the RawConn read callback: it reads until the socket's queue is
 // empty (false: wait for more), an error occurs or the conn closes (true).
 func (p *packetConn) readAll(fd uintptr) bool {
+	slept := false
 	for i := 1; !p.closing.Load(); i++ {
 		if i%batch == 0 {
 			runtime.Gosched()
@@ -131,9 +153,12 @@ func (p *packetConn) readAll(fd uintptr) bool {
 		n, err := unix.Read(int(fd), p.buf)
 		switch err {
 		case nil:
+			slept = false
 			p.handle(p.buf[:n], 0)
 		case unix.EAGAIN:
-			return false
+			if !p.idle(&slept) {
+				return false
+			}
 		case unix.EINTR:
 		default:
 			p.readErr = err
@@ -147,6 +172,7 @@ func (p *packetConn) readAll(fd uintptr) bool {
 // the syscall itself: unix.Recvmsg allocates the sender's address and the
 // message header on every call.
 func (p *packetConn) readAllTS(fd uintptr) bool {
+	slept := false
 	for i := 1; !p.closing.Load(); i++ {
 		if i%batch == 0 {
 			runtime.Gosched()
@@ -160,9 +186,12 @@ func (p *packetConn) readAllTS(fd uintptr) bool {
 			if p.msg.Flags&unix.MSG_CTRUNC == 0 {
 				rx = rxTimestamp(p.oob[:min(int(p.msg.Controllen), len(p.oob))])
 			}
+			slept = false
 			p.handle(p.buf[:n], rx)
 		case unix.EAGAIN:
-			return false
+			if !p.idle(&slept) {
+				return false
+			}
 		case unix.EINTR:
 		default:
 			p.readErr = errno
@@ -257,7 +286,11 @@ func (p *packetConn) setFilter(shed shedRule, overrides ...net.HardwareAddr) err
 	if err != nil {
 		return fmt.Errorf("assemble BPF filter: %w", err)
 	}
-	return p.c.SetBPF(prog)
+	if err := p.c.SetBPF(prog); err != nil {
+		return err
+	}
+	p.paced.Store(shed.active())
+	return nil
 }
 
 // bound reports whether the socket is still bound to its interface. The

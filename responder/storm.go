@@ -10,13 +10,13 @@ import (
 	"github.com/pxresp/pxresp/internal/ratelimit"
 )
 
-// stormWindow is how long the detector counts one sender's refused
-// requests before it decides whether they are a storm.
+// stormWindow is the detector's window: a sender refused more than the
+// limit allows in it (at least the burst) is storming.
 const stormWindow = 100 * time.Millisecond
 
 // stormTick is how often, while a sender is shed, its sample is looked at
 // to adapt the sample or end the shedding.
-const stormTick = time.Second
+const stormTick = 250 * time.Millisecond
 
 // maxShift bounds the sample: at most one frame in 2^maxShift of the shed
 // sender is let through.
@@ -52,31 +52,23 @@ func shiftFor(rate, limit float64) uint8 {
 }
 
 // detector finds the sender of a storm from the requests the limit
-// refuses: it keeps, per window, the sender refused most often (a
-// one-entry Misra-Gries count, exact when one sender dominates) and the
-// number of refusals. Only the Serve goroutine uses it; it does not
-// allocate.
+// refuses: it keeps, per window of stormWindow, the sender refused most
+// often (a one-entry Misra-Gries count, exact when one sender dominates).
+// Only the Serve goroutine uses it; it does not allocate.
 type detector struct {
-	start   int64 // ratelimit.Monotonic at the window's start; 0: none
-	mac     [6]byte
-	count   int64 // Misra-Gries count of mac
-	refused int64 // refusals in the window
+	start int64 // ratelimit.Monotonic at the window's start; 0: none
+	mac   [6]byte
+	count int64 // Misra-Gries count of mac
 }
 
-// refused counts a refusal of a request from mac at now. At the end of a
-// window in which one sender was refused at least threshold times, it
-// returns that sender, the rate it was refused at, per second, and true.
+// refuse counts a refusal of a request from mac at now. As soon as one
+// sender has been refused threshold times within a window, it returns that
+// sender, the rate it was refused at, per second, and true, and starts a
+// new window.
 func (d *detector) refuse(mac [6]byte, now int64, threshold int64) (storm [6]byte, rate float64, ok bool) {
-	if d.start != 0 && now-d.start >= int64(stormWindow) {
-		if d.count >= threshold {
-			storm, rate, ok = d.mac, float64(d.count)*1e9/float64(now-d.start), true
-		}
-		d.start = 0
-	}
-	if d.start == 0 {
+	if d.start == 0 || now-d.start >= int64(stormWindow) {
 		*d = detector{start: now}
 	}
-	d.refused++
 	switch {
 	case d.count == 0:
 		d.mac, d.count = mac, 1
@@ -85,7 +77,15 @@ func (d *detector) refuse(mac [6]byte, now int64, threshold int64) (storm [6]byt
 	default:
 		d.count--
 	}
-	return storm, rate, ok
+	if d.count < threshold {
+		return storm, 0, false
+	}
+	// At least a millisecond: a burst of refusals read from the socket's
+	// queue at once says little about the sender's rate.
+	el := max(now-d.start, int64(time.Millisecond))
+	storm, rate = d.mac, float64(d.count)*1e9/float64(el)
+	*d = detector{}
+	return storm, rate, true
 }
 
 // overLimit is called by the Serve goroutine for each request the limit
