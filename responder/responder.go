@@ -234,8 +234,10 @@ type Responder struct {
 	tickSampled uint64
 	tick        *time.Timer
 
-	// shedKey is macKey of the shed sender, 0 when none is.
-	shedKey                                        atomic.Uint64
+	// shedKey is macKey of the shed sender, 0 when none is. sampleFrom
+	// is the count of requests read after which the shed sender's frames
+	// are the filter's sample: those before were queued before the swap.
+	shedKey, sampleFrom                            atomic.Uint64
 	shedSampled, shedEstimate, storms, stormsEnded atomic.Uint64
 	limitRate, limitBurst                          int // from the limiter; 0: no limit
 

@@ -110,14 +110,17 @@ func (r *Responder) overLimit(src [6]byte) {
 	}
 }
 
-// sampled reports whether src is the shed sender, and counts its frame,
-// which the filter let through. It runs on the Serve goroutine.
+// sampled reports whether src is the shed sender, and counts its frame in
+// the sample unless it was queued before the filter was swapped. It runs on
+// the Serve goroutine, after the frame was counted in requests.
 func (r *Responder) sampled(src [6]byte) bool {
-	if k := r.shedKey.Load(); k != 0 && k == macKey(src) {
-		r.shedSampled.Add(1)
-		return true
+	if k := r.shedKey.Load(); k == 0 || k != macKey(src) {
+		return false
 	}
-	return false
+	if r.requests.Load() > r.sampleFrom.Load() {
+		r.shedSampled.Add(1)
+	}
+	return true
 }
 
 // engage starts shedding mac, estimated to send rate requests a second,
@@ -133,6 +136,12 @@ func (r *Responder) engage(mac [6]byte, rate float64) bool {
 		r.log.Warn("storm: cannot attach the shedding filter", "sender", net.HardwareAddr(mac[:]).String(), "err", err)
 		return false
 	}
+	// The frames queued before the swap are not the sample: the kernel
+	// queued so many (PACKET_STATISTICS), and this goroutine has read
+	// requests of them so far.
+	queued, _ := r.t.kernelStats()
+	read := r.requests.Load()
+	r.sampleFrom.Store(read + max(queued, read) - read)
 	r.shed = rule
 	r.shedSince = time.Now()
 	r.tickSampled = r.shedSampled.Load()

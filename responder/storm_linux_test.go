@@ -17,7 +17,8 @@ import (
 // TestRateLimitOnSocket floods a rate-limited Responder from a pod through
 // a real veth: every request read is either answered or counted as rate
 // limited, the answers stay within the limit, and once the flood stops the
-// pod is answered again at once.
+// pod, shed as a storm meanwhile, is answered again once the shedding
+// ends.
 func TestRateLimitOnSocket(t *testing.T) {
 	const (
 		rate  = 100
@@ -27,24 +28,7 @@ func TestRateLimitOnSocket(t *testing.T) {
 	)
 	tp := newTopo(t, 1)
 	pod := tp.Pods[0]
-	pol, err := policy.New([]netip.Addr{topo.Gateway}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r *Responder
-	err = tp.Host.Do(func() error {
-		ifi, err := net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
-		r, err = Listen(Config{Index: ifi.Index, Name: ifi.Name, Settings: Settings{MAC: ifi.HardwareAddr, Policy: pol},
-			RateLimit: rate})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	start(t, r)
+	r := listenLimited(t, tp, pod, rate)
 	cl := newClient(t, pod)
 	req := request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)
 
