@@ -52,8 +52,10 @@
 // once each (warning level) with the interface, the sender and the rate;
 // Stats counts storms, an estimate of the frames shed (each frame of the
 // sample stands for N-1 dropped; the kernel counts no frame its filter
-// drops), and the kernel's exact counts of frames queued for the socket and
-// dropped because its queue was full (PACKET_STATISTICS).
+// drops; the frames queued before the swap, which the kernel's count of
+// queued frames tells, are not the sample), and the kernel's exact counts
+// of frames queued for the socket and dropped because its queue was full
+// (PACKET_STATISTICS).
 //
 // A sender that is never refused is never shed: at the default limit no
 // well-behaved pod or LAN host comes close. Other senders on the storming
@@ -68,7 +70,9 @@
 // While a sender is shed, the Serve goroutine reads its socket in batches:
 // once the queue is empty it waits shedPace before it reads again, rather
 // than waking up for each frame of the sample. Requests on that interface
-// wait up to shedPace longer meanwhile; none is lost.
+// wait up to shedPace longer meanwhile; none is lost. It measured about a
+// quarter less CPU during a one-pod storm than reading each frame as it
+// comes; each frame of the sample still wakes the runtime's netpoller.
 //
 // Each wake-up reads at most batch frames before the goroutine yields
 // (runtime.Gosched), so that a socket whose queue never empties does not
