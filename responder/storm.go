@@ -137,11 +137,10 @@ func (r *Responder) engage(mac [6]byte, rate float64) bool {
 		return false
 	}
 	// The frames queued before the swap are not the sample: the kernel
-	// queued so many (PACKET_STATISTICS), and this goroutine has read
-	// requests of them so far.
+	// has queued so many (PACKET_STATISTICS), of which this goroutine has
+	// read the requests counted so far.
 	queued, _ := r.t.kernelStats()
-	read := r.requests.Load()
-	r.sampleFrom.Store(read + max(queued, read) - read)
+	r.sampleFrom.Store(max(queued, r.requests.Load()))
 	r.shed = rule
 	r.shedSince = time.Now()
 	r.tickSampled = r.shedSampled.Load()
