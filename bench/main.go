@@ -36,7 +36,7 @@ const (
 // prefixTag starts the name of every namespace the bench makes.
 const prefixTag = "pxb"
 
-var allSections = []string{"latency", "flood", "attach", "idle", "burst", "scale"}
+var allSections = []string{"latency", "flood", "storm", "attach", "idle", "burst", "scale"}
 
 type options struct {
 	Config
@@ -72,6 +72,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.Int64Var(&o.FloodMax, "flood-max", 5_000_000, "most requests one flood sends")
 	fs.DurationVar(&o.idleDur, "idle-dur", 10*time.Second, "idle measurement duration")
 	fs.IntVar(&o.IdleIfaces, "idle-ifaces", 100, "attached interfaces during the idle measurement")
+	fs.IntVar(&o.StormRounds, "storm-rounds", 1, "alternating storm rounds (K0, P)")
+	fs.IntVar(&o.StormPods, "storm-pods", 10, "pods storming at once in the many-pod storm")
+	fs.IntVar(&o.StormProbes, "storm-probes", 1000, "the observing pod's requests per storm (one every 2 ms)")
 	fs.IntVar(&o.AttachReps, "attach-reps", 20, "attach-latency repetitions")
 	fs.DurationVar(&o.period, "attach-period", 100*time.Microsecond, "request period of the attach-latency client")
 	fs.IntVar(&o.Burst, "burst", 1000, "interfaces created in one burst (and spread over by the scale rounds)")
@@ -97,6 +100,7 @@ func parseOptions(args []string) (*options, error) {
 		def("idle-dur", func() { o.idleDur = 2 * time.Second })
 		def("idle-ifaces", func() { o.IdleIfaces = 20 })
 		def("attach-reps", func() { o.AttachReps = 5 })
+		def("storm-probes", func() { o.StormProbes = 300 })
 		def("burst", func() { o.Burst = 100 })
 		def("scale-sample", func() { o.ScaleSample = 10 })
 		def("scale-rounds", func() { o.ScaleRounds = 1 })
@@ -123,6 +127,8 @@ func parseOptions(args []string) (*options, error) {
 		return nil, errors.New("--scale-sample must be 1..--burst")
 	case o.FloodRate <= 0 || o.FloodMax < 1 || o.floodDur <= 0 || o.floodDur > time.Minute:
 		return nil, errors.New("--flood-rate, --flood-max must be > 0 and --flood-dur 0..1m")
+	case o.StormRounds < 0 || o.StormPods < 1 || o.StormPods > 100 || o.StormProbes < 1 || o.StormProbes > 100000:
+		return nil, errors.New("--storm-rounds must be >= 0, --storm-pods 1..100 and --storm-probes 1..100000")
 	case o.AttachReps < 1 || o.AttachReps > 1000 || o.period < 10*time.Microsecond:
 		return nil, errors.New("--attach-reps must be 1..1000 and --attach-period >= 10µs")
 	case o.idleDur <= 0 || o.idleDur > 5*time.Minute || o.timeout <= 0 || o.timeout > 10*time.Second:
@@ -231,6 +237,7 @@ func run(o *options) (code int) {
 	}{
 		{"latency", e.runLatency},
 		{"flood", e.runFlood},
+		{"storm", e.runStorm},
 		{"attach", e.runAttach},
 		{"idle", e.runIdle},
 		{"burst", e.runBurst},
@@ -294,12 +301,19 @@ func (e *env) cleanup() {
 	}
 }
 
-// startPx starts pxresp (e.px) unless one runs.
+// startPx starts pxresp (e.px) with its reply limit off (see startPxresp),
+// unless one runs.
 func (e *env) startPx(pinned bool, level string) (*pxproc.Proc, error) {
+	return e.startPxArgs(pinned, "--iface", "cali*", "--gw", topo.Gateway.String(), "--rate-limit", "0", "--log-level", level)
+}
+
+// startPxArgs starts pxresp (e.px) with the command line args, unless one
+// runs.
+func (e *env) startPxArgs(pinned bool, args ...string) (*pxproc.Proc, error) {
 	if e.px != nil && e.px.Alive() {
 		return nil, errors.New("internal: a pxresp is already running")
 	}
-	p, err := startPxresp(e.bin, e.t.Host, pinned, level)
+	p, err := startPxresp(e.bin, e.t.Host, pinned, args...)
 	if err != nil {
 		return nil, err
 	}

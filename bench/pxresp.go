@@ -13,22 +13,22 @@ import (
 
 // The pxresp process the bench runs (pxproc), in the host namespace:
 //
-//	ip netns exec HOST [taskset -c 0] BIN --iface 'cali*' --gw 169.254.1.1 --rate-limit 0 --log-level LEVEL
+//	ip netns exec HOST [taskset -c 0] BIN --iface 'cali*' --gw 169.254.1.1 [--rate-limit 0] --log-level LEVEL
 //
 // `ip netns exec` and taskset exec into the next program, so the PID is
 // pxresp's (checked through /proc/PID/exe). The bench only ever signals
 // this PID. The time of an attach is when its log line was read.
 
-// startPxresp starts pxresp in the host namespace, pinned to CPU 0 with
-// taskset when pinned. Its per-interface reply limit is off: the kernel has
-// none, and the floods measure how fast pxresp can answer, not the limit.
-func startPxresp(bin string, host *topo.NS, pinned bool, level string) (*pxproc.Proc, error) {
+// startPxresp starts pxresp in the host namespace with the command line
+// args, pinned to CPU 0 with taskset when pinned. Most sections turn its
+// per-interface reply limit off (--rate-limit 0): the kernel has none, and
+// the floods measure how fast pxresp can answer, not the limit.
+func startPxresp(bin string, host *topo.NS, pinned bool, args ...string) (*pxproc.Proc, error) {
 	var wrapper []string
 	if pinned {
 		wrapper = []string{"taskset", "-c", "0"}
 	}
-	p, err := pxproc.Start(host, pxproc.Options{Bin: bin, Wrapper: wrapper,
-		Args: []string{"--iface", "cali*", "--gw", topo.Gateway.String(), "--rate-limit", "0", "--log-level", level}})
+	p, err := pxproc.Start(host, pxproc.Options{Bin: bin, Wrapper: wrapper, Args: args})
 	if err != nil {
 		return nil, fmt.Errorf("start pxresp: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/procstat"
+	"github.com/pxresp/pxresp/responder"
 )
 
 // fmtDur renders nanoseconds with three significant digits and a unit.
@@ -264,7 +265,7 @@ func targets(r *Results) []Target {
 		t.Actual = fmt.Sprintf("only %d interfaces in this run (%d attached)", b.Interfaces, b.Attached)
 	}
 	ts = append(ts, t)
-	return ts
+	return append(ts, stormTargets(r)...)
 }
 
 // table renders a Markdown table.
@@ -426,6 +427,7 @@ func renderMarkdown(r *Results) string {
 		}
 		table(&w, []string{"round", "resp.", "pace", "sending", "sent", "send rate", "replies", "reply rate", "loss", "client drops", "pxresp socket drops", "P CPU/reply"}, rows)
 	}
+	renderStorm(&w, r)
 	if len(r.Notes) > 0 {
 		w.WriteString("## How it was measured, and what is approximate\n\n")
 		for _, n := range r.Notes {
@@ -507,6 +509,7 @@ func notes(r *Results) []string {
 		fmt.Sprintf("Attach latency: for each of %d repetitions a new veth is created with netlink (host side cali*, down; far side up in the extra namespace); the bench waits for pxresp's attach log line, starts a client sending a broadcast request every %s (send, then ppoll up to the period) on the far side, and at T0 (just before the netlink call) sets the host side up; the time is T0 → first reply read. It includes up to one period of request spacing and the client's wake-up. pxresp runs at --log-level info here (attach lines).", c.AttachReps, c.AttachPeriod),
 		fmt.Sprintf("Burst: %d veths created by one `ip -n HOST -batch -` (link add with the peer in the extra namespace + link set up, per interface), then one batch in the extra namespace setting the far ends up; attach times are when pxresp's `msg=attach` lines (--log-level info) were read from its stderr pipe. The target is checked on the time after the host batch returned, since pxresp cannot attach an interface before the kernel has made it; the time from the batch's start is shown too.", c.Burst),
 		fmt.Sprintf("Scale: the round trips are measured on %d of the %d burst interfaces (evenly spread), whose far ends all sit in ONE extra namespace without IP addresses (not %d pod namespaces); the client sends requests with sender addresses 10.244.128.0/17, cycling over the sampled interfaces. pxresp is restarted for each P block and waits until it has attached all %d interfaces; K0 turns proxy_arp on only on the sampled ones.", c.ScaleSample, c.Burst, c.Burst, c.Burst+1),
+		fmt.Sprintf("Storms: the flooding pods (1, then %d at once) each send broadcast requests for the gateway from one unpinned thread as fast as it can, for %s plus the observer's requests plus 0.5 s, replies counted as in the floods; the observer (another pod) asks %d broadcast requests, one outstanding, at most one every %s (no catching up after a late wake-up: a well-behaved pod), from %s after the floods start (pxresp finds and sheds a storm within that time), lost = no reply within the reply timeout. Its figures alone are measured in the same slot just before. pxresp runs at its defaults (no --rate-limit: %d replies/s per interface); CPU = schedstat run time of all its threads over the floods (drain included), in %% of one core. K0 answers in the senders' own softirq: it has no CPU of its own to show. The storm after the first starts once pxresp has logged the end of the first's shedding. Backlog drops = /proc/net/softnet_stat drops, machine-wide: frames lost before any responder sees them.", c.StormPods, stormWarmup, c.StormProbes, stormEvery, stormWarmup, responder.DefaultRateLimit),
 		"VmRSS is read from /proc/PID/status after the interfaces are attached and 0.5–2 s of settling; the Go runtime's RSS depends on GC timing, so it is a snapshot, not a peak.",
 	}
 	return ns

@@ -209,3 +209,56 @@ func TestScaleSampleAndOptions(t *testing.T) {
 		t.Error("cpuModel")
 	}
 }
+
+func TestParseSoftnetDrops(t *testing.T) {
+	in := "0001a2b3 00000002 00000000 00000000\n00000010 0000000a 00000001 00000000\n"
+	if got, err := parseSoftnetDrops(in); err != nil || got != 12 {
+		t.Errorf("parseSoftnetDrops = %d, %v; want 12", got, err)
+	}
+	if _, err := parseSoftnetDrops("00000001\n"); err == nil {
+		t.Error("a line without a second column: no error")
+	}
+}
+
+// TestStormTargets: the storm targets judge the worst P storm of each size,
+// against the observer's own figures without a storm.
+func TestStormTargets(t *testing.T) {
+	ms := int64(time.Millisecond)
+	r := &Results{Config: Config{StormPods: 10}}
+	r.Storm = []*StormRun{
+		{Responder: K0, Stormers: 1, During: Summary{N: 10, P50: 1, P99: 2}, Baseline: Summary{N: 10, P50: 1, P99: 2}},
+		{Responder: P, Stormers: 1, CPUPercent: 6, ReplyRate: 1000,
+			Baseline: Summary{N: 10, P50: ms / 10, P99: ms / 5}, During: Summary{N: 10, P50: ms / 10, P99: ms / 2}},
+		{Responder: P, Stormers: 1, CPUPercent: 5, ReplyRate: 1000,
+			Baseline: Summary{N: 10, P50: ms / 10, P99: ms / 5}, During: Summary{N: 10, P50: ms / 10, P99: ms / 2}},
+		{Responder: P, Stormers: 10, CPUPercent: 20, ReplyRate: 1000,
+			Baseline: Summary{N: 10, P50: ms / 10, P99: ms / 5}, During: Summary{N: 9, Lost: 1, P50: ms / 10, P99: ms / 5}},
+		{Responder: P, Stormers: 10, CPUPercent: 25, ReplyRate: 500,
+			Baseline: Summary{N: 10, P50: ms / 10, P99: ms / 5}, During: Summary{N: 10, P50: ms, P99: 2 * ms}},
+	}
+	got := map[string]bool{}
+	for _, tg := range stormTargets(r) {
+		if !tg.Measured {
+			t.Errorf("%s: not measured", tg.Name)
+		}
+		got[tg.Name] = tg.OK
+	}
+	for name, want := range map[string]bool{
+		"storm, 1 pod: another pod's loss, every round":                            true,
+		"storm, 10 pods (the observer is pod 11): another pod's loss, every round": false,
+		"storm, 1 pod: pxresp CPU":                                                 true,
+		"storm, 1 pod: another pod's p99":                                          true,
+		"storm, 1 pod: replies to each flooding pod":                               true,
+		"storm, 10 pods (the observer is pod 11): pxresp CPU":                      false,
+		"storm, 10 pods (the observer is pod 11): another pod's p50":               false,
+		"storm, 10 pods (the observer is pod 11): replies to each flooding pod":    false,
+	} {
+		if ok, found := got[name]; !found || ok != want {
+			t.Errorf("%s: ok=%v (found %v), want %v; all: %v", name, ok, found, want, got)
+		}
+	}
+	md := renderMarkdown(r)
+	if !strings.Contains(md, "## ARP storms") {
+		t.Error("no storm section in the report")
+	}
+}

@@ -10,6 +10,7 @@ type Results struct {
 	Config      Config        `json:"config"`
 	Latency     []*Series     `json:"latency"` // single pod, and scale (1000 interfaces)
 	Flood       []*FloodRun   `json:"flood"`
+	Storm       []*StormRun   `json:"storm,omitempty"`
 	Idle        *IdleResult   `json:"idle,omitempty"`
 	Memory      []MemPoint    `json:"memory"`
 	Attach      *AttachResult `json:"attach,omitempty"`
@@ -42,6 +43,9 @@ type Config struct {
 	FloodDur     string  `json:"flood_duration"`
 	FloodRate    float64 `json:"flood_fixed_rate"`
 	FloodMax     int64   `json:"flood_max_requests"`
+	StormRounds  int     `json:"storm_rounds"`
+	StormPods    int     `json:"storm_pods"`
+	StormProbes  int     `json:"storm_probes"`
 	IdleDur      string  `json:"idle_duration"`
 	IdleIfaces   int     `json:"idle_interfaces"`
 	AttachReps   int     `json:"attach_reps"`

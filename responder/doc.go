@@ -28,7 +28,62 @@
 // Replies are rate limited per interface (Config.RateLimit, with
 // internal/ratelimit), so that a pod flooding requests gets a bounded
 // number of answers and costs a bounded amount of work to send them; a
-// request over the limit is counted, not answered.
+// request over the limit is counted, not answered. A sender that storms is
+// shed in the kernel (below).
+//
+// # Storms
+//
+// The limit bounds the replies a flooding sender gets, not what its flood
+// costs: every frame would still pass the filter, be queued, woken up for,
+// read and decided before the limit refuses it. So a Responder sheds a
+// storm in the kernel. A sender (Ethernet source MAC) whose requests the
+// limit refuses more often, within stormWindow, than the limit allows in
+// it (and at least the burst) is storming: the socket's filter is swapped,
+// in place, for one that drops that sender's frames first, before any other
+// test, except a random one in N (SKF_AD_RANDOM), N chosen so that between
+// the limit and twice the limit a second get through. That sample is
+// answered under a bucket of its own, so the stormer still gets its limit
+// and the interface's other senders keep theirs (which is refilled when
+// the shedding starts): while a sender is shed, the interface may send up
+// to twice the limit. Every stormTick, the frames of the sample read since
+// the last tick, times N, estimate the sender's rate: under half the limit,
+// the filter is swapped back; otherwise N is adapted. The decision needs no
+// frame: a timer runs only while a sender is shed. Start and end are logged
+// once each (warning level) with the interface, the sender and the rate;
+// Stats counts storms, an estimate of the frames shed (each frame of the
+// sample stands for N-1 dropped; the kernel counts no frame its filter
+// drops; the frames queued before the swap, which the kernel's count of
+// queued frames tells, are not the sample), and the kernel's exact counts
+// of frames queued for the socket and dropped because its queue was full
+// (PACKET_STATISTICS).
+//
+// A sender that is never refused is never shed: at the default limit no
+// well-behaved pod or LAN host comes close. Other senders on the storming
+// interface, such as the other hosts of a shared segment in route mode, are
+// not shed; one sender per interface is shed at a time, and a second
+// stormer on the same interface meanwhile costs what it did before. A
+// stormer that stops is answered again once the next tick has seen it
+// stop: until then its requests are sampled too. A host that forges another
+// host's source MAC on a shared segment can have that host's requests
+// sampled; it could as well poison the segment's ARP caches.
+//
+// While a sender is shed, the Serve goroutine reads its socket in batches:
+// once the queue is empty it waits shedPace before it reads again, rather
+// than waking up for each frame of the sample. Requests on that interface
+// wait up to shedPace longer meanwhile; none is lost. It measured about a
+// quarter less CPU during a one-pod storm than reading each frame as it
+// comes; each frame of the sample still wakes the runtime's netpoller.
+//
+// Each wake-up reads at most batch frames before the goroutine yields
+// (runtime.Gosched), so that a socket whose queue never empties does not
+// keep its thread while the other sockets' frames wait.
+//
+// Alternatives, measured with the storm section of make bench (see
+// docs/performance.md): without shedding, pxresp spent most of a core on
+// one flooding pod. Shedding the whole interface instead of one sender
+// would cost the other hosts of a shared segment their answers. A filter
+// that admits only what the limit allows cannot be built in classic BPF,
+// which keeps no state between frames; a random sample needs none.
 //
 // With Config.DryRun a Responder decides, rate limits and counts as usual,
 // and logs at info level each reply it would send, but sends nothing

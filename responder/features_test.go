@@ -604,6 +604,12 @@ func TestRxTimestamp(t *testing.T) {
 // of the frame (0: dropped).
 func bpfRun(t *testing.T, prog []bpf.RawInstruction, pkttype uint32, vlan bool, frame []byte) uint32 {
 	t.Helper()
+	return bpfRunRand(t, prog, pkttype, vlan, frame, 0)
+}
+
+// bpfRunRand is bpfRun with rnd as the random number SKF_AD_RANDOM gives.
+func bpfRunRand(t *testing.T, prog []bpf.RawInstruction, pkttype uint32, vlan bool, frame []byte, rnd uint32) uint32 {
+	t.Helper()
 	var a uint32
 	for pc, steps := 0, 0; pc < len(prog) && steps < 1000; steps++ {
 		in := prog[pc].Disassemble()
@@ -617,6 +623,8 @@ func bpfRun(t *testing.T, prog []bpf.RawInstruction, pkttype uint32, vlan bool, 
 				a = uint32(len(frame))
 			case bpf.ExtVLANTagPresent:
 				a = map[bool]uint32{false: 0, true: 1}[vlan]
+			case bpf.ExtRand:
+				a = rnd
 			default:
 				t.Fatalf("extension %v", in.Num)
 			}
@@ -658,6 +666,11 @@ func bpfRun(t *testing.T, prog []bpf.RawInstruction, pkttype uint32, vlan bool, 
 			}
 		case bpf.Jump:
 			pc += int(in.Skip)
+		case bpf.ALUOpConstant:
+			if in.Op != bpf.ALUOpAnd {
+				t.Fatalf("ALU op %v", in.Op)
+			}
+			a &= in.Val
 		case bpf.RetConstant:
 			return in.Val
 		default:
@@ -682,7 +695,7 @@ func TestFilterOverrides(t *testing.T) {
 	badHType[arpframe.OffHType+1] = 6
 
 	for _, set := range [][]net.HardwareAddr{nil, {a}, {b}, {a, b}, {b, a}, {a, a}, {nil, a}, {{1, 2, 3}, b}} {
-		prog, err := filter(set...)
+		prog, err := filter(shedRule{}, set...)
 		if err != nil {
 			t.Fatalf("filter(%v): %v", set, err)
 		}
@@ -715,5 +728,115 @@ func TestFilterOverrides(t *testing.T) {
 				t.Errorf("filter(%v): %s: passed=%v, want %v", set, c.name, got, c.want)
 			}
 		}
+	}
+}
+
+// TestFilterShedding runs the filter with a shed sender: of its frames only
+// those whose random number is 0 modulo the sample go on to the usual tests;
+// every other sender's frames, and frames to an override MAC, are as
+// without shedding.
+func TestFilterShedding(t *testing.T) {
+	storm := net.HardwareAddr{0x02, 0x57, 0, 0, 0, 1}
+	nearStorm := net.HardwareAddr{0x02, 0x57, 0, 0, 0, 2}
+	ov := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	rule := shedRule{mac: [6]byte(storm), shift: 3}
+	for _, set := range [][]net.HardwareAddr{nil, {ov}, {ov, hostMAC}} {
+		prog, err := filter(rule, set...)
+		if err != nil {
+			t.Fatalf("filter(%v, %v): %v", rule, set, err)
+		}
+		for _, c := range []struct {
+			name    string
+			pkttype uint32
+			frame   []byte
+			want    bool // without shedding
+		}{
+			{"broadcast request from the stormer", unix.PACKET_BROADCAST, request(storm, podIP, gateway, bcast), true},
+			{"broadcast request from another sender", unix.PACKET_BROADCAST, request(nearStorm, podIP, gateway, bcast), true},
+			{"broadcast request from the pod", unix.PACKET_BROADCAST, gwRequest, true},
+			{"request to the override from the stormer", unix.PACKET_OTHERHOST, request(storm, podIP, gateway, ov), len(set) > 0},
+			{"outgoing from the stormer", unix.PACKET_OUTGOING, request(storm, podIP, gateway, bcast), false},
+		} {
+			stormer := bytes.Equal(c.frame[arpframe.OffEthSrc:arpframe.OffEthSrc+6], storm)
+			for _, rnd := range []uint32{0, 1, 7, 8, 9, 0xfffffff8} {
+				want := c.want && (!stormer || rnd%8 == 0)
+				if got := bpfRunRand(t, prog, c.pkttype, false, c.frame, rnd) != 0; got != want {
+					t.Errorf("filter(%v, %v): %s, random %#x: passed=%v, want %v", rule, set, c.name, rnd, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestShiftFor checks the sample for a sender's rate: between the limit and
+// twice the limit gets through, and never less than the limit.
+func TestShiftFor(t *testing.T) {
+	for _, c := range []struct {
+		rate, limit float64
+		want        uint8
+	}{
+		{1000, 1000, 1}, {1999, 1000, 1}, {2000, 1000, 1}, {4000, 1000, 2}, {150_000, 1000, 7},
+		{1e12, 1000, maxShift}, {5000, 0, 1},
+	} {
+		got := shiftFor(c.rate, c.limit)
+		if got != c.want {
+			t.Errorf("shiftFor(%v, %v) = %d, want %d", c.rate, c.limit, got, c.want)
+		}
+		if c.limit > 0 && got < maxShift && c.rate >= 2*c.limit {
+			if through := c.rate / float64(uint64(1)<<got); through < c.limit || through >= 2*c.limit {
+				t.Errorf("shiftFor(%v, %v) = %d lets %v/s through", c.rate, c.limit, got, through)
+			}
+		}
+	}
+}
+
+// TestDetector: a sender refused threshold times within a window is a
+// storm, found at once; refusals spread over several windows, or shared
+// among senders, are not.
+func TestDetector(t *testing.T) {
+	a, b := [6]byte{2, 0, 0, 0, 0, 0xa}, [6]byte{2, 0, 0, 0, 0, 0xb}
+	const threshold = 100
+	ms := int64(time.Millisecond)
+	var d detector
+	now := int64(time.Hour)
+	// 99 refusals of a per window, windows apart: never a storm.
+	for w := range 3 {
+		for i := range threshold - 1 {
+			if _, _, ok := d.refuse(a, now+int64(w)*int64(stormWindow)+int64(i), threshold); ok {
+				t.Fatalf("window %d, refusal %d: a storm", w, i)
+			}
+		}
+	}
+	// a and b alternating: neither dominates.
+	now += 10 * int64(stormWindow)
+	for i := range 4 * threshold {
+		src := a
+		if i%2 == 1 {
+			src = b
+		}
+		if _, _, ok := d.refuse(src, now+int64(i), threshold); ok {
+			t.Fatalf("refusal %d: a storm while two senders share the refusals", i)
+		}
+	}
+	// a refused 100 times in 10 ms, among b's: a storm at the 100th
+	// refusal of a beyond b's, at 10k/s.
+	now += 10 * int64(stormWindow)
+	d = detector{}
+	var found bool
+	for i := 0; i < 2*threshold && !found; i++ {
+		mac, rate, ok := d.refuse(a, now+int64(i)*ms/10, threshold)
+		if ok {
+			found = true
+			if mac != a || i != threshold-1 || rate < 9000 || rate > 11000 {
+				t.Errorf("storm of %v at refusal %d, %v/s: want a at %d, about 10000/s", mac, i, rate, threshold-1)
+			}
+		}
+	}
+	if !found {
+		t.Error("no storm")
+	}
+	if n := testing.AllocsPerRun(100, func() { d.refuse(b, now, threshold) }); n != 0 {
+		t.Errorf("%v allocs", n)
 	}
 }

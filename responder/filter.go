@@ -38,7 +38,11 @@ import (
 //   - frames that claim to be ARP but are truncated or have bad header fields
 //     or an unknown opcode pass too, so that they are counted as malformed.
 //     Legitimate traffic never contains them, so they cost nothing.
-func filter(overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
+//
+// With an active shed rule, frames from the rule's sender (Ethernet source
+// MAC) are dropped first, before any other test, except a random one in
+// rule.sample() (SKF_AD_RANDOM), which goes on through the tests above.
+func filter(shed shedRule, overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
 	const (
 		accept = 0x40000 // snapshot length: the whole frame
 		drop   = 0
@@ -100,14 +104,18 @@ func filter(overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		/* 2 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.PACKET_OTHERHOST, SkipTrue: uint8(len(otherHost))}, // tail
 	}
 	prog := slices.Concat(head, otherHost, tail)
+	if shed.active() {
+		prog = append(shedding(shed, len(prog)), prog...)
+	}
 	if len(prog) > 255 {
 		return nil, fmt.Errorf("BPF filter for %d override MACs is too long", len(macs))
 	}
-	dropAt, tailAt := len(prog)-1, len(head)+len(otherHost)
-	prog[1] = bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipTrue: uint8(dropAt - 2)}
+	base := len(prog) - len(head) - len(otherHost) - len(tail) // the shedding block's length
+	dropAt, tailAt := len(prog)-1, base+len(head)+len(otherHost)
+	prog[base+1] = bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipTrue: uint8(dropAt - base - 2)}
 	block := 0
 	for j, tgt := range target {
-		i := len(head) + j
+		i := base + len(head) + j
 		if block+1 < len(starts) && j >= starts[block+1] {
 			block++
 		}
@@ -122,7 +130,7 @@ func filter(overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		case toNext:
 			to = dropAt
 			if block+1 < len(starts) {
-				to = len(head) + starts[block+1]
+				to = base + len(head) + starts[block+1]
 			}
 		}
 		skip := to - i - 1
@@ -136,4 +144,22 @@ func filter(overrides ...net.HardwareAddr) ([]bpf.RawInstruction, error) {
 		}
 	}
 	return bpf.Assemble(prog)
+}
+
+// shedding returns the instructions that go before a program of rest
+// instructions ending in its drop: a frame from shed's sender goes on to
+// the program only if a random number is 0 modulo shed.sample(); it is
+// dropped otherwise. A frame too short to have a source MAC is dropped.
+func shedding(shed shedRule, rest int) []bpf.Instruction {
+	const n = 7 // instructions in the block
+	drop := n + rest - 1
+	return []bpf.Instruction{
+		/* 0 */ bpf.LoadAbsolute{Off: arpframe.OffEthSrc, Size: 4},
+		/* 1 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(shed.mac[0:4]), SkipTrue: n - 2},
+		/* 2 */ bpf.LoadAbsolute{Off: arpframe.OffEthSrc + 4, Size: 2},
+		/* 3 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(binary.BigEndian.Uint16(shed.mac[4:6])), SkipTrue: n - 4},
+		/* 4 */ bpf.LoadExtension{Num: bpf.ExtRand},
+		/* 5 */ bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: uint32(shed.sample() - 1)},
+		/* 6 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0, SkipTrue: uint8(drop - 6 - 1)},
+	}
 }

@@ -211,7 +211,12 @@ func tag(f []byte) int {
 }
 
 // add returns want with the counters of one frame of fate c.fate added.
+// A frame answered, malformed or ignored passed the filter: the kernel
+// queued it.
 func (c hostileCase) add(want Stats) Stats {
+	if c.fate <= ignored {
+		want.KernelQueued++
+	}
 	switch c.fate {
 	case answered:
 		want.Requests++
@@ -342,6 +347,7 @@ func (h *hostileRig) run(t *testing.T, c hostileCase) {
 	h.nextReply(t, "good request after "+c.name, replyTo(t, h.probe, h.mac))
 	h.want.Requests++
 	h.want.Replies++
+	h.want.KernelQueued++
 	h.waitStats(t, "good request after "+c.name)
 	if c.fate == lost && h.tap.sawNow(c.frame) {
 		t.Fatalf("%s: the frame reached %s, want it dropped by the veth", c.name, h.pod.HostIf)
@@ -441,6 +447,7 @@ func TestHostileFramesOnVeth(t *testing.T) {
 		}
 		h.want.Requests++
 		h.want.Replies++
+		h.want.KernelQueued++
 		replies++
 	}
 	for i := range replies {
@@ -546,7 +553,7 @@ func TestVLANAndMulticastLikeKernel(t *testing.T) {
 	}
 	// Three answered; the multicast one is a request ignored as not for us;
 	// the tagged ones never reached pxresp.
-	want := Stats{Requests: 4, Replies: 3}
+	want := Stats{Requests: 4, Replies: 3, KernelQueued: 4}
 	want.Ignored[policy.NotForUs] = 1
 	if st := r.Stats(); st != want {
 		t.Errorf("stats\n got %+v\nwant %+v", st, want)

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/mdlayher/packet"
@@ -41,6 +44,10 @@ type packetConn struct {
 	c       *packet.Conn
 	rc      syscall.RawConn
 	closing atomic.Bool
+	paced   atomic.Bool // the filter sheds a sender: see shedPace
+
+	statsMu        sync.Mutex
+	packets, drops uint64 // PACKET_STATISTICS, accumulated
 
 	buf []byte
 
@@ -64,7 +71,7 @@ type packetConn struct {
 // timestamps, the kernel stamps each frame it receives (SO_TIMESTAMPNS) and
 // receive hands the stamps on.
 func listenPacket(index int, name string, override net.HardwareAddr, timestamps bool) (*packetConn, error) {
-	prog, err := filter(override)
+	prog, err := filter(shedRule{}, override)
 	if err != nil {
 		return nil, fmt.Errorf("assemble BPF filter: %w", err)
 	}
@@ -110,16 +117,48 @@ func listenPacket(index int, name string, override net.HardwareAddr, timestamps 
 	return p, nil
 }
 
+// batch is how many frames a Serve goroutine handles before it lets the
+// other goroutines run (runtime.Gosched): a socket whose queue never empties
+// does not keep its thread until the scheduler preempts it, while the other
+// sockets' frames wait.
+const batch = 64
+
+// shedPace is how long a Serve goroutine whose socket filter sheds a
+// storming sender waits, once the queue is empty, before it reads again:
+// the sample the filter lets through is then read in batches, a few wake-ups
+// per pace rather than one per frame. Requests on that interface wait up to
+// shedPace longer; none is lost (see rcvBuf).
+const shedPace = 5 * time.Millisecond
+
+// idle is called by the read callbacks when the queue is empty. It reports
+// whether to read again: once, after shedPace, while the filter sheds a
+// sender; otherwise the callback returns to wait for the socket.
+func (p *packetConn) idle(slept *bool) bool {
+	if *slept || !p.paced.Load() {
+		return false
+	}
+	*slept = true
+	time.Sleep(shedPace)
+	return true
+}
+
 // readAll is the RawConn read callback: it reads until the socket's queue is
 // empty (false: wait for more), an error occurs or the conn closes (true).
 func (p *packetConn) readAll(fd uintptr) bool {
-	for !p.closing.Load() {
+	slept := false
+	for i := 1; !p.closing.Load(); i++ {
+		if i%batch == 0 {
+			runtime.Gosched()
+		}
 		n, err := unix.Read(int(fd), p.buf)
 		switch err {
 		case nil:
+			slept = false
 			p.handle(p.buf[:n], 0)
 		case unix.EAGAIN:
-			return false
+			if !p.idle(&slept) {
+				return false
+			}
 		case unix.EINTR:
 		default:
 			p.readErr = err
@@ -133,7 +172,11 @@ func (p *packetConn) readAll(fd uintptr) bool {
 // the syscall itself: unix.Recvmsg allocates the sender's address and the
 // message header on every call.
 func (p *packetConn) readAllTS(fd uintptr) bool {
-	for !p.closing.Load() {
+	slept := false
+	for i := 1; !p.closing.Load(); i++ {
+		if i%batch == 0 {
+			runtime.Gosched()
+		}
 		p.msg.SetControllen(len(p.oob))
 		p.msg.Flags = 0
 		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&p.msg)), 0)
@@ -143,9 +186,12 @@ func (p *packetConn) readAllTS(fd uintptr) bool {
 			if p.msg.Flags&unix.MSG_CTRUNC == 0 {
 				rx = rxTimestamp(p.oob[:min(int(p.msg.Controllen), len(p.oob))])
 			}
+			slept = false
 			p.handle(p.buf[:n], rx)
 		case unix.EAGAIN:
-			return false
+			if !p.idle(&slept) {
+				return false
+			}
 		case unix.EINTR:
 		default:
 			p.readErr = errno
@@ -235,12 +281,16 @@ func (p *packetConn) send(frame []byte) error {
 // setFilter replaces the socket's BPF filter (SO_ATTACH_FILTER on the open
 // socket: the kernel swaps the program atomically, and frames already
 // queued stay queued).
-func (p *packetConn) setFilter(overrides ...net.HardwareAddr) error {
-	prog, err := filter(overrides...)
+func (p *packetConn) setFilter(shed shedRule, overrides ...net.HardwareAddr) error {
+	prog, err := filter(shed, overrides...)
 	if err != nil {
 		return fmt.Errorf("assemble BPF filter: %w", err)
 	}
-	return p.c.SetBPF(prog)
+	if err := p.c.SetBPF(prog); err != nil {
+		return err
+	}
+	p.paced.Store(shed.active())
+	return nil
 }
 
 // bound reports whether the socket is still bound to its interface. The
@@ -257,8 +307,36 @@ func (p *packetConn) bound() bool {
 	return ok
 }
 
+// kernelStats returns the frames the kernel queued for the socket and those
+// it dropped because the queue was full, since the socket was opened
+// (PACKET_STATISTICS, which the kernel resets on each read, accumulated).
+// It is safe to call from any goroutine, also after close.
+func (p *packetConn) kernelStats() (packets, drops uint64) {
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	if !p.closing.Load() {
+		p.readStats()
+	}
+	return p.packets, p.drops
+}
+
+// readStats adds the kernel's counts since the last read to p's. The
+// caller holds statsMu.
+func (p *packetConn) readStats() {
+	if st, err := p.c.Stats(); err == nil {
+		// tp_packets counts the dropped frames too.
+		p.packets += uint64(st.Packets) - uint64(st.Drops)
+		p.drops += uint64(st.Drops)
+	}
+}
+
 func (p *packetConn) close() error {
+	p.statsMu.Lock()
+	if !p.closing.Load() {
+		p.readStats()
+	}
 	p.closing.Store(true)
+	p.statsMu.Unlock()
 	return p.c.Close()
 }
 

@@ -1,6 +1,8 @@
 package responder
 
 import (
+	"bytes"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ func (c *fakeClock) advance(d time.Duration) { c.ns += int64(d) }
 // useClock makes r's limiter read c, from a full bucket.
 func (c *fakeClock) useClock(r *Responder, cfg Config) {
 	r.limit = newLimiter(&cfg, c.now)
+	r.shedLimit, r.fullLimit = r.limit, r.limit
 }
 
 // TestLimiterFromConfig: Config.RateLimit and RateBurst make the limiter
@@ -149,5 +152,72 @@ func TestWallClock(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { c.now() }); n != 0 {
 		t.Errorf("%v allocs", n)
+	}
+}
+
+// TestStormEngageRelease: a sender refused more than the limit allows in a
+// window is shed by the filter (with the override MAC kept), and, once its
+// frames stop, the next tick swaps the filter back. The counters and the
+// filters set follow. Waits are bounded; nothing is timed.
+func TestStormEngageRelease(t *testing.T) {
+	f := newFake()
+	ov := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
+	r := newResponder(f, Config{Index: 7, Name: "calitest", Settings: Settings{MAC: hostMAC, Override: ov, Policy: gwPolicy(t)},
+		RateLimit: 100, RateBurst: 10})
+	// The bucket holds 10; the storm is found at the 100th refusal of one
+	// sender within a window, which 300 requests read at once reach. All
+	// 300 were queued before the filter was swapped: not the sample.
+	f.queued = 300
+	for range 300 {
+		r.handle(gwRequest)
+	}
+	sender, sample := r.Shedding()
+	if !bytes.Equal(sender, podMAC) || sample < 2 {
+		t.Fatalf("shedding %v, sample %d: want %v, sampled", sender, sample, podMAC)
+	}
+	f.mu.Lock()
+	if n := len(f.sheds); n != 1 || f.sheds[0].mac != [6]byte(podMAC) || len(f.filters[0]) != 1 || !bytes.Equal(f.filters[0][0], ov) {
+		t.Errorf("filters set: %v %v, want one shedding %v and passing %v", f.sheds, f.filters, podMAC, ov)
+	}
+	f.mu.Unlock()
+	// Another sender on the interface: its bucket was refilled, and the
+	// stormer's frames take from a bucket of their own.
+	before := r.Stats()
+	other := request(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x42}, netip.MustParseAddr("10.244.0.9"), gateway, bcast)
+	for range 10 {
+		r.handle(other)
+		r.handle(gwRequest)
+	}
+	if st := r.Stats(); st.Replies < before.Replies+10 || st.Storms != 1 || st.StormsEnded != 0 {
+		t.Errorf("after 10 requests of another sender: %+v, want 10 more replies, one storm going on", st)
+	}
+	// The sender stops: a tick ends the shedding.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if s, _ := r.Shedding(); s == nil {
+			break
+		}
+	}
+	if s, _ := r.Shedding(); s != nil {
+		t.Fatalf("still shedding %v after the sender stopped", s)
+	}
+	// The 10 frames of the stormer read after the backlog are the sample:
+	// each stands for at most sample-1 dropped, and at least one.
+	st := r.Stats()
+	if st.Storms != 1 || st.StormsEnded != 1 || st.Shed < 10 || st.Shed > 10*(sample-1) {
+		t.Errorf("stats %+v: want one storm, ended, 10 to %d frames shed", st, 10*(sample-1))
+	}
+	f.mu.Lock()
+	last := f.sheds[len(f.sheds)-1]
+	lastOv := f.filters[len(f.filters)-1]
+	f.mu.Unlock()
+	if last.active() || len(lastOv) != 1 || !bytes.Equal(lastOv[0], ov) {
+		t.Errorf("last filter: shed %v, overrides %v; want no shedding, %v", last, lastOv, ov)
+	}
+	// Stopping does not leave a tick behind; Close counts nothing more.
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st2 := r.Stats(); st2.StormsEnded != 1 {
+		t.Errorf("after Close: %+v", st2)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/ratelimit"
@@ -126,6 +127,20 @@ type Stats struct {
 	// limit) but not sent because of Config.DryRun. They are not in
 	// Replies.
 	DryRun uint64
+	// Storms counts the storms found: a sender was shed by the socket
+	// filter (see the package doc). StormsEnded counts those that ended;
+	// Storms-StormsEnded senders are shed now.
+	Storms, StormsEnded uint64
+	// Shed estimates the frames the socket filter dropped from shed
+	// senders: each frame of a shed sender that the filter let through,
+	// one in a sample of N chosen at random, stands for N-1 dropped. It is
+	// brought up to date once a second while a sender is shed.
+	Shed uint64
+	// KernelQueued and KernelDrops are the kernel's counts for the socket
+	// (PACKET_STATISTICS): frames that passed the filter and were queued
+	// for pxresp, and frames that passed it but were dropped because the
+	// socket's queue was full. Both are exact.
+	KernelQueued, KernelDrops uint64
 }
 
 // Add adds o's counters to s, so that s sums several Responders' (or one
@@ -141,6 +156,11 @@ func (s *Stats) Add(o Stats) {
 	s.ReadErrors += o.ReadErrors
 	s.RateLimited += o.RateLimited
 	s.DryRun += o.DryRun
+	s.Storms += o.Storms
+	s.StormsEnded += o.StormsEnded
+	s.Shed += o.Shed
+	s.KernelQueued += o.KernelQueued
+	s.KernelDrops += o.KernelDrops
 }
 
 // state is what the hot path reads: swapped as a whole, read with one atomic
@@ -204,7 +224,22 @@ type Responder struct {
 	latency Observer
 
 	st atomic.Pointer[state]
-	mu sync.Mutex // serialises Apply
+	mu sync.Mutex // serialises Apply and the filter's shedding
+
+	// The socket filter's state, under mu: the override MACs it passes
+	// and the sender it sheds. stormTick runs on tick while one is shed.
+	overrides   []net.HardwareAddr
+	shed        shedRule
+	shedSince   time.Time
+	tickSampled uint64
+	tick        *time.Timer
+
+	// shedKey is macKey of the shed sender, 0 when none is. sampleFrom
+	// is the count of requests read after which the shed sender's frames
+	// are the filter's sample: those before were queued before the swap.
+	shedKey, sampleFrom                            atomic.Uint64
+	shedSampled, shedEstimate, storms, stormsEnded atomic.Uint64
+	limitRate, limitBurst                          int // from the limiter; 0: no limit
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -215,7 +250,13 @@ type Responder struct {
 	preq  policy.Request
 	reply [arpframe.Len]byte
 	limit ratelimit.Limiter
-	wall  wallClock
+	// shedLimit limits the replies to the shed sender's sample instead of
+	// limit, so that its sample does not starve the interface's other
+	// senders.
+	shedLimit ratelimit.Limiter
+	fullLimit ratelimit.Limiter // limit as it was created: full
+	wall      wallClock
+	detect    detector
 
 	requests, replies, malformed, sendErrors, readErrors, rateLimited, dryRuns atomic.Uint64
 	ignored                                                                    [policy.NumVerdicts]atomic.Uint64
@@ -236,9 +277,13 @@ type transport interface {
 	// bound reports whether the socket is still bound to the interface.
 	bound() bool
 	// setFilter replaces the socket's BPF filter, in place, with one that
-	// lets through frames for other hosts sent to any of the 6-byte MACs in
-	// overrides (others are ignored). See filter.
-	setFilter(overrides ...net.HardwareAddr) error
+	// sheds the sender of shed, if it is active, and lets through frames
+	// for other hosts sent to any of the 6-byte MACs in overrides (others
+	// are ignored). See filter.
+	setFilter(shed shedRule, overrides ...net.HardwareAddr) error
+	// kernelStats returns the kernel's counts of frames queued for the
+	// socket and dropped because its queue was full, since it was opened.
+	kernelStats() (queued, drops uint64)
 	close() error
 }
 
@@ -273,20 +318,29 @@ func newResponder(t transport, cfg Config) *Responder {
 	}
 	log = log.With("iface", cfg.Name, "ifindex", cfg.Index)
 	r := &Responder{
-		name:  cfg.Name,
-		index: cfg.Index,
-		t:     t,
-		log:   log,
-		debug: log.Enabled(context.Background(), slog.LevelDebug),
-		info:  log.Enabled(context.Background(), slog.LevelInfo),
-		limit: newLimiter(&cfg, nil),
+		name:      cfg.Name,
+		index:     cfg.Index,
+		t:         t,
+		log:       log,
+		debug:     log.Enabled(context.Background(), slog.LevelDebug),
+		info:      log.Enabled(context.Background(), slog.LevelInfo),
+		limit:     newLimiter(&cfg, nil),
+		shedLimit: newLimiter(&cfg, nil),
+		fullLimit: newLimiter(&cfg, nil),
 
 		router:  cfg.Router,
 		dryRun:  cfg.DryRun,
 		latency: cfg.Latency,
 	}
 	r.preq.Ifindex = cfg.Index
-	r.st.Store(newState(&cfg.Settings))
+	if interval, burst := r.limit.Limit(); interval > 0 {
+		r.limitRate, r.limitBurst = int(time.Second/interval), burst
+	}
+	st := newState(&cfg.Settings)
+	if ov := st.overrideMAC(); ov != nil {
+		r.overrides = []net.HardwareAddr{ov}
+	}
+	r.st.Store(st)
 	return r
 }
 
@@ -326,15 +380,18 @@ func (r *Responder) Apply(s Settings) error {
 		r.st.Store(next)
 		return nil
 	}
-	if err := r.t.setFilter(oldOv, newOv); err != nil {
+	both := []net.HardwareAddr{oldOv, newOv}
+	if err := r.t.setFilter(r.shed, both...); err != nil {
 		next.setOverride(oldOv)
 		r.st.Store(next)
 		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
 	}
+	r.overrides = both
 	r.st.Store(next)
-	if err := r.t.setFilter(newOv); err != nil {
+	if err := r.t.setFilter(r.shed, newOv); err != nil {
 		return fmt.Errorf("%s: replace the BPF filter: %w", r.name, err)
 	}
+	r.overrides = []net.HardwareAddr{newOv}
 	return nil
 }
 
@@ -359,7 +416,11 @@ func (r *Responder) Stats() Stats {
 		ReadErrors:  r.readErrors.Load(),
 		RateLimited: r.rateLimited.Load(),
 		DryRun:      r.dryRuns.Load(),
+		Storms:      r.storms.Load(),
+		StormsEnded: r.stormsEnded.Load(),
+		Shed:        r.shedEstimate.Load(),
 	}
+	s.KernelQueued, s.KernelDrops = r.t.kernelStats()
 	for i := range r.ignored {
 		s.Ignored[i] = r.ignored[i].Load()
 	}
@@ -410,6 +471,10 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 		return
 	}
 	r.requests.Add(1)
+	limit := &r.limit
+	if r.sampled(req.EthSrc) {
+		limit = &r.shedLimit
+	}
 	s := r.st.Load()
 	p := &r.preq
 	p.SenderMAC = req.SHA
@@ -434,8 +499,9 @@ func (r *Responder) handleAt(frame []byte, rx int64) {
 	}
 	// Replies are limited, not reads: a request that would not be
 	// answered costs no token.
-	if !r.limit.Allow() {
+	if !limit.Allow() {
 		r.rateLimited.Add(1)
+		r.overLimit(req.EthSrc)
 		if r.debug {
 			r.log.Debug("rate limited", "sender", req.SPA, "target", req.TPA, "delivery", p.Delivery)
 		}
@@ -482,7 +548,10 @@ func onLink(prefixes []netip.Prefix, a netip.Addr) bool {
 // once and from any goroutine; later calls return the first call's result.
 func (r *Responder) Close() error {
 	r.closeOnce.Do(func() {
+		r.mu.Lock()
 		r.closed.Store(true)
+		r.endShedding()
+		r.mu.Unlock()
 		r.closeErr = r.t.close()
 	})
 	return r.closeErr

@@ -42,6 +42,8 @@ type fakeTransport struct {
 	mu      sync.Mutex
 	sent    [][]byte
 	filters [][]net.HardwareAddr // the overrides of each setFilter call
+	sheds   []shedRule           // the shed rule of each setFilter call
+	queued  uint64               // returned by kernelStats
 	closed  chan struct{}
 	once    sync.Once
 	closes  int
@@ -82,7 +84,14 @@ func (f *fakeTransport) send(frame []byte) error {
 
 func (f *fakeTransport) bound() bool { return true }
 
-func (f *fakeTransport) setFilter(overrides ...net.HardwareAddr) error {
+// kernelStats returns queued: what a test says the kernel queued.
+func (f *fakeTransport) kernelStats() (uint64, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.queued, 0
+}
+
+func (f *fakeTransport) setFilter(shed shedRule, overrides ...net.HardwareAddr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.filterErr != nil && len(f.filters) >= f.filterOK {
@@ -95,6 +104,7 @@ func (f *fakeTransport) setFilter(overrides ...net.HardwareAddr) error {
 		}
 	}
 	f.filters = append(f.filters, macs)
+	f.sheds = append(f.sheds, shed)
 	return nil
 }
 
@@ -448,4 +458,5 @@ func (nopTransport) receive(func([]byte, int64), func(error)) error { return net
 func (nopTransport) send([]byte) error                              { return nil }
 func (nopTransport) close() error                                   { return nil }
 func (nopTransport) bound() bool                                    { return true }
-func (nopTransport) setFilter(...net.HardwareAddr) error            { return nil }
+func (nopTransport) setFilter(shedRule, ...net.HardwareAddr) error  { return nil }
+func (nopTransport) kernelStats() (uint64, uint64)                  { return 0, 0 }

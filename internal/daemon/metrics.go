@@ -141,6 +141,7 @@ type collector struct {
 	snap func() snapshot
 
 	requests, replies, ignored, rateLimited, dryRun, malformed, sendErrors, readErrors *prometheus.Desc
+	storms, shedding, shed, socketQueued, socketDrops                                  *prometheus.Desc
 	attaches, detaches, attachErrors, resyncs, attached                                *prometheus.Desc
 	routeLookups, routeErrors, routeFallbacks, routeInvalidations, routeEntries        *prometheus.Desc
 }
@@ -172,6 +173,16 @@ func newCollector(snap func() snapshot) *collector {
 			"ARP replies the kernel refused to send."),
 		readErrors: d("pxresp_read_errors_total",
 			"Errors reading from an interface's socket, such as ENETDOWN while the link is down."),
+		storms: d("pxresp_storms_total",
+			"Storms found: a sender refused by its interface's rate limit more than the limit allows in a tenth of a second, whose frames the socket filter then sheds in the kernel."),
+		shedding: d("pxresp_storms_shedding",
+			"Senders whose frames the socket filters shed now (one at most per interface)."),
+		shed: d("pxresp_shed_frames_total",
+			"Frames from storming senders that the socket filters dropped in the kernel, estimated: each frame of a shed sender the filter lets through, one in a random sample of N, stands for N-1 dropped. Brought up to date once a second while a sender is shed."),
+		socketQueued: d("pxresp_socket_queued_frames_total",
+			"Frames that passed the socket filters and were queued for pxresp, as the kernel counts them (PACKET_STATISTICS); exact."),
+		socketDrops: d("pxresp_socket_dropped_frames_total",
+			"Frames that passed the socket filters but that the kernel dropped because the socket's queue was full (PACKET_STATISTICS); exact."),
 		attaches: d("pxresp_attaches_total",
 			"Interface listeners opened (an interface became selected, or its listener was reopened)."),
 		detaches: d("pxresp_detaches_total",
@@ -199,6 +210,7 @@ func newCollector(snap func() snapshot) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.replies, c.ignored, c.rateLimited, c.dryRun, c.malformed, c.sendErrors, c.readErrors,
+		c.storms, c.shedding, c.shed, c.socketQueued, c.socketDrops,
 		c.attaches, c.detaches, c.attachErrors, c.resyncs, c.attached,
 		c.routeLookups, c.routeErrors, c.routeFallbacks, c.routeInvalidations, c.routeEntries,
 	} {
@@ -228,6 +240,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.malformed, r.Malformed)
 	counter(c.sendErrors, r.SendErrors)
 	counter(c.readErrors, r.ReadErrors)
+	counter(c.storms, r.Storms)
+	ch <- prometheus.MustNewConstMetric(c.shedding, prometheus.GaugeValue, float64(r.Storms-r.StormsEnded))
+	counter(c.shed, r.Shed)
+	counter(c.socketQueued, r.KernelQueued)
+	counter(c.socketDrops, r.KernelDrops)
 	counter(c.attaches, s.Attaches)
 	counter(c.detaches, s.Detaches)
 	counter(c.attachErrors, s.AttachErrors)

@@ -35,6 +35,11 @@ var pxrespMetrics = map[string]string{
 	"pxresp_malformed_frames_total":                       "counter",
 	"pxresp_send_errors_total":                            "counter",
 	"pxresp_read_errors_total":                            "counter",
+	"pxresp_storms_total":                                 "counter",
+	"pxresp_storms_shedding":                              "gauge",
+	"pxresp_shed_frames_total":                            "counter",
+	"pxresp_socket_queued_frames_total":                   "counter",
+	"pxresp_socket_dropped_frames_total":                  "counter",
 	"pxresp_attaches_total":                               "counter",
 	"pxresp_detaches_total":                               "counter",
 	"pxresp_attach_errors_total":                          "counter",
@@ -61,6 +66,7 @@ func fakeSnapshot(routeMode bool) snapshot {
 	r := &s.Responders
 	r.Requests, r.Replies, r.RateLimited, r.DryRun = 1001, 502, 3, 4
 	r.Malformed, r.SendErrors, r.ReadErrors = 5, 6, 7
+	r.Storms, r.StormsEnded, r.Shed, r.KernelQueued, r.KernelDrops = 23, 21, 24, 25, 26
 	for v := range policy.NumVerdicts {
 		if policy.Verdict(v) != policy.Reply {
 			r.Ignored[v] = uint64(100 + v)
@@ -149,6 +155,11 @@ func TestMetricsExposition(t *testing.T) {
 				{"pxresp_malformed_frames_total", rs.Malformed},
 				{"pxresp_send_errors_total", rs.SendErrors},
 				{"pxresp_read_errors_total", rs.ReadErrors},
+				{"pxresp_storms_total", rs.Storms},
+				{"pxresp_storms_shedding", rs.Storms - rs.StormsEnded},
+				{"pxresp_shed_frames_total", rs.Shed},
+				{"pxresp_socket_queued_frames_total", rs.KernelQueued},
+				{"pxresp_socket_dropped_frames_total", rs.KernelDrops},
 				{"pxresp_attaches_total", s.Attaches},
 				{"pxresp_detaches_total", s.Detaches},
 				{"pxresp_attach_errors_total", s.AttachErrors},
@@ -338,11 +349,11 @@ func TestMetricsLabelsBounded(t *testing.T) {
 			}
 		}
 	}
-	// 12 plain counters and gauges, NumVerdicts-1 verdicts, the histogram's
+	// 17 plain counters and gauges, NumVerdicts-1 verdicts, the histogram's
 	// buckets (and +Inf), sum and count, 2 reload results, 2 reload gauges,
 	// build info, 3 route results, 3 more route counters and the route
 	// cache's size.
-	if want := 12 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1; n != want {
+	if want := 17 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1; n != want {
 		t.Errorf("%d pxresp_ series, want %d: %v", n, want, e.Names("pxresp_"))
 	}
 }
@@ -359,7 +370,7 @@ func TestMetricsMonotonic(t *testing.T) {
 		defer mu.Unlock()
 		r := &s.Responders
 		for _, p := range []*uint64{&r.Requests, &r.Replies, &r.RateLimited, &r.DryRun, &r.Malformed, &r.SendErrors,
-			&r.ReadErrors, &s.Attaches, &s.Detaches, &s.AttachErrors, &s.Resyncs,
+			&r.ReadErrors, &r.Shed, &r.KernelQueued, &r.KernelDrops, &s.Attaches, &s.Detaches, &s.AttachErrors, &s.Resyncs,
 			&s.Route.Hits, &s.Route.Misses, &s.Route.Limited, &s.Route.Errors, &s.Route.Fallbacks, &s.Route.Invalidations} {
 			*p += rng.Uint64N(1000)
 		}

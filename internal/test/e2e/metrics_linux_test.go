@@ -159,6 +159,11 @@ func TestMetricsEndToEnd(t *testing.T) {
 		"pxresp_dry_run_replies_total":                                     0,
 		"pxresp_send_errors_total":                                         0,
 		"pxresp_read_errors_total":                                         0,
+		"pxresp_socket_queued_frames_total":                                float64(ra + rb),
+		"pxresp_socket_dropped_frames_total":                               0,
+		"pxresp_storms_total":                                              0,
+		"pxresp_storms_shedding":                                           0,
+		"pxresp_shed_frames_total":                                         0,
 		"pxresp_interfaces_attached":                                       2,
 		"pxresp_attaches_total":                                            2,
 		"pxresp_detaches_total":                                            0,
@@ -270,6 +275,9 @@ func TestMetricsEndToEnd(t *testing.T) {
 	want["pxresp_reply_latency_seconds_count"] = total
 	want[scrape.Series("pxresp_reply_latency_seconds_bucket", "le", "+Inf")] = total
 	want["pxresp_malformed_frames_total"] = float64(bad)
+	// Every request and malformed frame passed the filter; the filtered
+	// ones did not.
+	want["pxresp_socket_queued_frames_total"] = float64(ra+rb) + float64(requests+bad)
 	setVerdicts()
 	e, _ = waitMetrics(t, hc, base+"/metrics", func(e scrape.Exposition) bool { return len(want.diff(e)) == 0 })
 	for _, d := range want.diff(e) {
