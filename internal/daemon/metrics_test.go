@@ -339,6 +339,8 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"pxresp_route_lookups_total":    {"result": true},
 		"pxresp_build_info":             {"version": true, "goversion": true},
 		"pxresp_reply_latency_seconds":  {"le": true},
+		"pxresp_sysctl_problems":        {"check": true},
+		"pxresp_interfaces_skipped":     {"reason": true},
 	}
 	n := 0
 	for _, k := range e.Names("pxresp_") {
@@ -358,8 +360,8 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	// 12 plain counters and gauges, NumVerdicts-1 verdicts, the histogram's
 	// buckets (and +Inf), sum and count, 2 reload results, 2 reload gauges,
 	// build info, 3 route results, 3 more route counters and the route
-	// cache's size.
-	if want := 12 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1; n != want {
+	// cache's size, a sysctl gauge per check and a skipped gauge per reason.
+	if want := 12 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1 + len(diag.Checks) + len(skipReasons); n != want {
 		t.Errorf("%d pxresp_ series, want %d: %v", n, want, e.Names("pxresp_"))
 	}
 }
@@ -562,7 +564,9 @@ func TestMetricsServeHTTP(t *testing.T) {
 	_, reg := newMetrics("t", func() snapshot { return fakeSnapshot(false) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveHTTP(ctx, ln, newHTTPHandler(reg, func() bool { return true }, nil), "", slog.New(slog.DiscardHandler)) }()
+	go func() {
+		done <- serveHTTP(ctx, ln, newHTTPHandler(reg, func() bool { return true }, nil), "", slog.New(slog.DiscardHandler))
+	}()
 	base := "http://" + ln.Addr().String()
 	c := &http.Client{Timeout: 5 * time.Second}
 	if code, body, _ := scrape.Fetch(t, c, base+"/healthz"); code != 200 || body != "ok\n" {

@@ -34,7 +34,7 @@ type Options struct {
 	// WebConfigFile is an exporter-toolkit web config file securing
 	// MetricsAddr with TLS and basic auth ("": plain HTTP).
 	WebConfigFile string
-	DryRun      bool
+	DryRun        bool
 	// Version is reported in the log and in pxresp_build_info.
 	Version string
 	// DropPrivileges drops every capability but CAP_NET_RAW once the
