@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -18,13 +19,31 @@ import (
 // kubelet's ConfigMap update is several events.
 const followDebounce = 300 * time.Millisecond
 
+// seenContent is the digest of the config file's content as last read
+// for a reload, shared by SIGHUP and followFile: a file written and then
+// signalled is reloaded once.
+type seenContent struct {
+	mu   sync.Mutex
+	last []byte
+}
+
+// update records d and reports whether it differs from the last one.
+func (s *seenContent) update(d []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := !bytes.Equal(d, s.last)
+	s.last = d
+	return changed
+}
+
 // followFile watches the directory of path and sends on the returned
-// channel when the content of path has changed (a write, a rename over
-// it, or a ConfigMap update: the kubelet swaps the directory's ..data
-// symlink, which path resolves through). It watches the directory, not
-// the file, so that it survives the file being replaced. It stops when ctx
-// is done.
-func followFile(ctx context.Context, path string, debounce time.Duration, log *slog.Logger) (<-chan struct{}, error) {
+// channel when the content of path differs from the last seen (a write,
+// a rename over it, or a ConfigMap update: the kubelet swaps the
+// directory's ..data symlink, which path resolves through). It watches
+// the directory, not the file, so that it survives the file being
+// replaced; a file that cannot be read (being replaced by an editor) is
+// not a change. It stops when ctx is done.
+func followFile(ctx context.Context, path string, debounce time.Duration, seen *seenContent, log *slog.Logger) (<-chan struct{}, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
@@ -38,7 +57,6 @@ func followFile(ctx context.Context, path string, debounce time.Duration, log *s
 		return nil, err
 	}
 	changed := make(chan struct{}, 1)
-	last := digest(path)
 	go func() {
 		defer w.Close()
 		timer := time.NewTimer(debounce)
@@ -64,10 +82,9 @@ func followFile(ctx context.Context, path string, debounce time.Duration, log *s
 				log.Warn("watching the config file failed", "config", path, "err", err)
 			case <-timer.C:
 				d := digest(path)
-				if bytes.Equal(d, last) {
+				if d == nil || !seen.update(d) {
 					continue
 				}
-				last = d
 				select {
 				case changed <- struct{}{}:
 				default: // one pending reload reads the newest file

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,7 +47,8 @@ func TestFollowFileConfigMapSwap(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	changed, err := followFile(ctx, path, 20*time.Millisecond, slog.New(slog.DiscardHandler))
+	seen := &seenContent{last: digest(path)}
+	changed, err := followFile(ctx, path, 20*time.Millisecond, seen, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,4 +76,11 @@ func TestFollowFileConfigMapSwap(t *testing.T) {
 	expect(false, "another file written")
 	c.swap("three")
 	expect(true, "swap after an unrelated write")
+	// Content already read for a reload (on SIGHUP) is not a change.
+	four := sha256.Sum256([]byte("four"))
+	seen.update(four[:])
+	c.swap("four")
+	expect(false, "swap to content already reloaded")
+	c.swap("five")
+	expect(true, "swap after that")
 }

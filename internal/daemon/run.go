@@ -137,8 +137,9 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 		}
 	}()
 	var changed <-chan struct{} // nil without a file: never ready
+	seen := &seenContent{last: digest(o.ConfigPath)}
 	if o.ConfigPath != "" {
-		if changed, err = followFile(ctx, o.ConfigPath, followDebounce, log); err != nil {
+		if changed, err = followFile(ctx, o.ConfigPath, followDebounce, seen, log); err != nil {
 			return fmt.Errorf("following %s: %w", o.ConfigPath, err)
 		}
 	}
@@ -150,6 +151,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 				return
 			case <-reload:
 				why = "SIGHUP"
+				seen.update(digest(o.ConfigPath))
 			case <-changed:
 				why = "file changed"
 			}
