@@ -119,9 +119,17 @@ func withEnv(fs *pflag.FlagSet, skip ...string) {
 
 // parseError turns pflag's parse error into a usage error, a bad value in
 // the words the rest of pxresp uses; --help is returned as pflag.ErrHelp.
-func parseError(err error) error {
+func parseError(fs *pflag.FlagSet, err error) error {
 	if errors.Is(err, pflag.ErrHelp) {
 		return err
+	}
+	if ne, ok := errors.AsType[*pflag.NotExistError](err); ok {
+		// -iface: a long flag spelt with one dash, as Go's flag package
+		// allows.
+		name, _, _ := strings.Cut(strings.TrimPrefix(ne.GetSpecifiedShortnames(), "-"), "=")
+		if fs.Lookup(name) != nil {
+			return usagef("unknown flag: -%s: spell it --%s", name, name)
+		}
 	}
 	if iv, ok := errors.AsType[*pflag.InvalidValueError](err); ok {
 		return usagef("invalid value %q for flag --%s: %v", iv.GetValue(), iv.GetFlag().Name, iv.Unwrap())
@@ -159,7 +167,7 @@ func parseFlags(args []string, env map[string]string, usage io.Writer) (*options
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(usage, usageHead+fs.FlagUsages())
 		}
-		return nil, parseError(err)
+		return nil, parseError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q (flags start with --)", fs.Arg(0))

@@ -82,6 +82,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"bad log level", append(base, "--log-level", "loud"), nil, "flag --log-level"},
 		{"bad log format", append(base, "--log-format", "xml"), nil, "flag --log-format"},
 		{"unknown flag", append(base, "--bogus"), nil, "unknown flag: --bogus"},
+		{"single dash", []string{"-iface", "cali*", "--gw", "169.254.1.1"}, nil, "unknown flag: -iface: spell it --iface"},
+		{"single dash with value", append(base, "-rate-limit=5"), nil, "unknown flag: -rate-limit: spell it --rate-limit"},
 		{"unknown variable", base, map[string]string{"PXRESP_METRIC_ADDR": "127.0.0.1:9597"}, "unknown environment variable PXRESP_METRIC_ADDR"},
 		{"loopback only", []string{"--iface", "lo", "--gw", "169.254.1.1"}, nil, `invalid value "lo" for flag --iface: the loopback interface has no ARP`},
 		{"metrics port not a number", append(base, "--metrics-addr", ":notaport"), nil, `invalid value ":notaport" for flag --metrics-addr: port "notaport" is not a number`},

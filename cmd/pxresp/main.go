@@ -102,7 +102,7 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, checkConfigUsage)
 			return 0
 		}
-		fmt.Fprintf(stderr, "pxresp check-config: %v\n", err)
+		fmt.Fprintf(stderr, "pxresp check-config: %v\n", parseError(fs, err))
 		return 2
 	}
 	if fs.NArg() != 1 {

@@ -52,6 +52,9 @@ func statusCmd(args []string, env map[string]string, stdout, stderr io.Writer) i
 	fs := newFlagSet("pxresp status")
 	f.define(fs)
 	err := fs.Parse(args)
+	if err != nil {
+		err = parseError(fs, err)
+	}
 	if errors.Is(err, pflag.ErrHelp) {
 		fmt.Fprint(stdout, statusUsage+fs.FlagUsages())
 		return 0
