@@ -8,43 +8,13 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pxresp/pxresp/internal/test/configmap"
 )
 
-// configMapDir lays out dir as the kubelet does a ConfigMap volume:
-// dir/config.yaml -> ..data/config.yaml, ..data -> ..<version>, and swap
-// replaces ..data atomically with a rename.
-type configMapDir struct {
-	t   *testing.T
-	dir string
-	n   int
-}
-
-func (c *configMapDir) swap(content string) {
-	c.t.Helper()
-	c.n++
-	ver := filepath.Join(c.dir, "..v"+string(rune('0'+c.n)))
-	if err := os.Mkdir(ver, 0o755); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(ver, "config.yaml"), []byte(content), 0o644); err != nil {
-		c.t.Fatal(err)
-	}
-	tmp := filepath.Join(c.dir, "..data_tmp")
-	if err := os.Symlink(filepath.Base(ver), tmp); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(c.dir, "..data")); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
 func TestFollowFileConfigMapSwap(t *testing.T) {
-	c := &configMapDir{t: t, dir: t.TempDir()}
-	c.swap("one")
-	path := filepath.Join(c.dir, "config.yaml")
-	if err := os.Symlink("..data/config.yaml", path); err != nil {
-		t.Fatal(err)
-	}
+	c := configmap.New(t, "config.yaml", "one")
+	path := c.Path()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	seen := &seenContent{last: digest(path)}
@@ -65,22 +35,22 @@ func TestFollowFileConfigMapSwap(t *testing.T) {
 			}
 		}
 	}
-	c.swap("two")
+	c.Update(t, "two")
 	expect(true, "swap to new content")
-	c.swap("two")
+	c.Update(t, "two")
 	expect(false, "swap to the same content")
 	// An unrelated file in the directory is not the config.
-	if err := os.WriteFile(filepath.Join(c.dir, "other"), []byte("x"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(c.Dir(), "other"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	expect(false, "another file written")
-	c.swap("three")
+	c.Update(t, "three")
 	expect(true, "swap after an unrelated write")
 	// Content already read for a reload (on SIGHUP) is not a change.
 	four := sha256.Sum256([]byte("four"))
 	seen.update(four[:])
-	c.swap("four")
+	c.Update(t, "four")
 	expect(false, "swap to content already reloaded")
-	c.swap("five")
+	c.Update(t, "five")
 	expect(true, "swap after that")
 }

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/pxresp/pxresp/internal/status"
+	"github.com/pxresp/pxresp/internal/test/configmap"
 	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/scrape"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -178,48 +179,6 @@ func statusRow(table, iface, state string) bool {
 	return false
 }
 
-// configMapVolume lays out a directory as the kubelet does a ConfigMap
-// volume: config.yaml -> ..data/config.yaml, ..data -> ..N, and each
-// update writes ..N+1 and renames a new ..data symlink over the old one.
-type configMapVolume struct {
-	dir string
-	n   int
-}
-
-func newConfigMapVolume(t *testing.T, text string) *configMapVolume {
-	t.Helper()
-	v := &configMapVolume{dir: t.TempDir()}
-	v.update(t, text)
-	if err := os.Symlink("..data/config.yaml", v.path()); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func (v *configMapVolume) path() string { return filepath.Join(v.dir, "config.yaml") }
-
-func (v *configMapVolume) update(t *testing.T, text string) {
-	t.Helper()
-	v.n++
-	ver := fmt.Sprintf("..%d", v.n)
-	if err := os.Mkdir(filepath.Join(v.dir, ver), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(v.dir, ver, "config.yaml"), []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(v.dir, "..data_tmp")
-	if err := os.Symlink(ver, tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	if v.n > 1 {
-		_ = os.RemoveAll(filepath.Join(v.dir, fmt.Sprintf("..%d", v.n-1)))
-	}
-}
-
 // TestConfigMapUpdateReloads: a running pxresp follows a ConfigMap
 // update (the kubelet's ..data symlink swap) without a signal: the new
 // gateway is answered, the old not, and the log says what changed; an
@@ -228,9 +187,9 @@ func (v *configMapVolume) update(t *testing.T, text string) {
 func TestConfigMapUpdateReloads(t *testing.T) {
 	tp := newTopo(t, 2)
 	a, b := tp.Pods[0], tp.Pods[1]
-	vol := newConfigMapVolume(t, gatewayRule("169.254.1.1"))
+	vol := configmap.New(t, "config.yaml", gatewayRule("169.254.1.1"))
 	addr := freeLoopbackAddr(t, tp.Host)
-	p := startPxresp(t, tp, "--config", vol.path(), "--metrics-addr", addr)
+	p := startPxresp(t, tp, "--config", vol.Path(), "--metrics-addr", addr)
 	p.WaitT(t, pxproc.Has("msg=ready"), 1)
 	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	ca := topotest.Client(t, a)
@@ -240,7 +199,7 @@ func TestConfigMapUpdateReloads(t *testing.T) {
 
 	// The gateway changes and the calico rule narrows to pod A's
 	// interface; a new rule takes pod B's.
-	vol.update(t, fmt.Sprintf(`rules:
+	vol.Update(t, fmt.Sprintf(`rules:
 - name: calico
   interfaces: [%s]
   gateways: [169.254.1.2]
@@ -260,14 +219,14 @@ func TestConfigMapUpdateReloads(t *testing.T) {
 	p.WaitT(t, pxproc.Has("msg=rule", "rule=other"), 1)
 
 	// The other rule goes: pod B's interface is detached, and the log says so.
-	vol.update(t, fmt.Sprintf("rules:\n- name: calico\n  interfaces: [%s]\n  gateways: [169.254.1.2]\n", a.HostIf))
+	vol.Update(t, fmt.Sprintf("rules:\n- name: calico\n  interfaces: [%s]\n  gateways: [169.254.1.2]\n", a.HostIf))
 	l = p.WaitT(t, pxproc.Has("msg=reloaded"), 2)
 	if got := l.Attr("detached"); got != "["+b.HostIf+"]" || l.Attr("rules_removed") != "[other]" {
 		t.Errorf("reload log: detached %q rules_removed %q, want [%s] [other]: %s", got, l.Attr("rules_removed"), b.HostIf, l)
 	}
 
 	// An invalid update is refused and counted; the running rules stay.
-	vol.update(t, "rules:\n- name: calico\n  interfaces: ['cali*']\n  gateways: [169.254.1.300]\n")
+	vol.Update(t, "rules:\n- name: calico\n  interfaces: ['cali*']\n  gateways: [169.254.1.300]\n")
 	p.WaitT(t, pxproc.Contains(`msg="reload failed"`, `trigger="file changed"`, "169.254.1.300"), 1)
 	if !answered(t, ca, a, gw2, time.Second) {
 		t.Error("after a refused update: 169.254.1.2 no longer answered")
