@@ -32,8 +32,9 @@ import (
 //
 // No metric has a per-interface or per-address label: a node has thousands
 // of short-lived cali* interfaces. The only labels are small fixed enums
-// (verdict, result, check, reason), and every value of each is exported from the start,
-// at 0, so that rate() and increase() work from the first scrape.
+// (verdict, result, check, reason), and every value of each is exported
+// from the start, at 0, so that rate() and increase() work from the first
+// scrape.
 
 // snapshot is the daemon's state for one scrape.
 type snapshot struct {
