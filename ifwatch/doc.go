@@ -25,6 +25,11 @@
 //     namespace is a deletion here), renamed out of the selection,
 //     enslaved, or made NOARP.
 //
+// Every link that is not selected has a Skip reason (NoRule, HasMaster,
+// NoARP, Loopback, NotEthernet); Links returns every known link with its
+// reason, and the Watcher logs each skipped link at debug level when its
+// reason (or name) changes, not at every notification.
+//
 // Link.OnLink lists the destinations of the IPv4 unicast routes of the main
 // table whose output device is the link (multipath routes have no single
 // output device and are ignored). Route changes emit Update for the attached

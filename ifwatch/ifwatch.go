@@ -65,6 +65,53 @@ func (l Link) clone() Link {
 	return l
 }
 
+// Skip is why a link that the watcher knows is not selected.
+type Skip uint8
+
+const (
+	// Selected: the link is not skipped.
+	Selected Skip = iota
+	// NoRule: the selector returned no rule for its name.
+	NoRule
+	// HasMaster: it is a port of a bridge, bond, VRF or team (it has a
+	// master device), whose ARP the master handles.
+	HasMaster
+	// NoARP: the link has IFF_NOARP.
+	NoARP
+	// Loopback: the link is a loopback device.
+	Loopback
+	// NotEthernet: the link's hardware type is not Ethernet.
+	NotEthernet
+)
+
+func (s Skip) String() string {
+	switch s {
+	case Selected:
+		return "selected"
+	case NoRule:
+		return "no rule matches"
+	case HasMaster:
+		return "has a master (bridge, bond or VRF port)"
+	case NoARP:
+		return "NOARP"
+	case Loopback:
+		return "loopback"
+	case NotEthernet:
+		return "not Ethernet"
+	}
+	return fmt.Sprintf("skip(%d)", uint8(s))
+}
+
+// LinkState is a link that the watcher knows, selected or not.
+type LinkState struct {
+	Index int
+	Name  string
+	// Master is the ifindex of the link's master device, 0 if none.
+	Master int
+	// Skip says why the link is not selected; Selected if it is.
+	Skip Skip
+}
+
 // Event is one change in the set of selected links. For Detach, Link and
 // Rule are the last reported for the link.
 type Event[R comparable] struct {
@@ -162,7 +209,20 @@ func (w *Watcher[R]) Lost(reason string) {
 	w.log.Debug("ifwatch: notifications lost; waiting for the resync", "reason", reason)
 }
 
+// Links returns every link the watcher knows, in ifindex order, with why
+// it is skipped if it is.
+func (w *Watcher[R]) Links() []LinkState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.st.linkStates()
+}
+
+// emit handles the events, and logs at debug level each link whose reason
+// to be skipped changed: once per change, not once per notification.
 func (w *Watcher[R]) emit(evs []Event[R]) {
+	for _, n := range w.st.takeNotes() {
+		w.log.Debug("skip", "iface", n.Name, "ifindex", n.Index, "reason", n.Skip.String(), "master", n.Master)
+	}
 	for _, ev := range evs {
 		w.handle(ev)
 	}

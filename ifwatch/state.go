@@ -44,6 +44,10 @@ func attrsOf(l netlink.Link) linkAttrs {
 
 func (a *linkAttrs) up() bool { return a.rawFlags&unix.IFF_UP != 0 }
 
+func (a *linkAttrs) linkState(skip Skip) LinkState {
+	return LinkState{Index: a.index, Name: a.name, Master: a.master, Skip: skip}
+}
+
 // served is an attached link and the rule it is served under.
 type served[R comparable] struct {
 	link Link
@@ -51,12 +55,17 @@ type served[R comparable] struct {
 }
 
 // state is the Watcher's view of the namespace. It does no I/O: it turns
-// netlink notifications, listings and selector changes into Events.
+// netlink notifications, listings and selector changes into Events, and
+// notes each link whose reason to be skipped changed.
 type state[R comparable] struct {
 	sel      func(name string) (R, bool)
 	attached map[int]served[R]             // selected links, by ifindex
 	links    map[int]linkAttrs             // last known attributes of every link
 	routes   map[int]map[routeKey]struct{} // IPv4 unicast main-table routes, by output ifindex, for every link
+	skips    map[int]Skip                  // why each known link is not selected (Selected if it is)
+	// notes are the links whose Skip changed (or that were renamed
+	// while skipped) since the last takeNotes.
+	notes []LinkState
 }
 
 func newState[R comparable](sel func(string) (R, bool)) *state[R] {
@@ -65,17 +74,56 @@ func newState[R comparable](sel func(string) (R, bool)) *state[R] {
 		attached: make(map[int]served[R]),
 		links:    make(map[int]linkAttrs),
 		routes:   make(map[int]map[routeKey]struct{}),
+		skips:    make(map[int]Skip),
 	}
 }
 
-// selects returns the rule the link is served under, if it is: the
-// built-in exclusions first, then the selector.
-func (s *state[R]) selects(a *linkAttrs) (R, bool) {
-	if a.rawFlags&(unix.IFF_LOOPBACK|unix.IFF_NOARP) != 0 || a.encap != "ether" || a.master != 0 {
-		var none R
-		return none, false
+// selects returns the rule the link is served under, or why it is not:
+// the built-in exclusions first, then the selector.
+func (s *state[R]) selects(a *linkAttrs) (R, Skip) {
+	var none R
+	switch {
+	case a.rawFlags&unix.IFF_LOOPBACK != 0:
+		return none, Loopback
+	case a.encap != "ether":
+		return none, NotEthernet
+	case a.rawFlags&unix.IFF_NOARP != 0:
+		return none, NoARP
+	case a.master != 0:
+		return none, HasMaster
 	}
-	return s.sel(a.name)
+	r, ok := s.sel(a.name)
+	if !ok {
+		return none, NoRule
+	}
+	return r, Selected
+}
+
+// note records a's reason to be skipped, and notes it if it changed.
+func (s *state[R]) note(a *linkAttrs, skip Skip) {
+	old, known := s.skips[a.index]
+	s.skips[a.index] = skip
+	if skip == Selected || known && old == skip && s.links[a.index].name == a.name {
+		return
+	}
+	s.notes = append(s.notes, a.linkState(skip))
+}
+
+// takeNotes returns and forgets the notes.
+func (s *state[R]) takeNotes() []LinkState {
+	n := s.notes
+	s.notes = nil
+	return n
+}
+
+// linkStates returns every known link, in ifindex order.
+func (s *state[R]) linkStates() []LinkState {
+	out := make([]LinkState, 0, len(s.links))
+	for _, index := range slices.Sorted(maps.Keys(s.links)) {
+		a := s.links[index]
+		out = append(out, a.linkState(s.skips[index]))
+	}
+	return out
 }
 
 // apply applies one notification.
@@ -103,6 +151,7 @@ func (s *state[R]) applyLink(m *netmon.Message) []Event[R] {
 	case unix.RTM_DELLINK:
 		delete(s.links, a.index)
 		delete(s.routes, a.index)
+		delete(s.skips, a.index)
 		return s.detach(a.index)
 	}
 	return nil
@@ -115,9 +164,10 @@ func (s *state[R]) observe(a linkAttrs) []Event[R] {
 		// Going down flushes the link's IPv4 routes, without notification.
 		delete(s.routes, a.index)
 	}
+	rule, skip := s.selects(&a)
+	s.note(&a, skip)
 	s.links[a.index] = a
-	rule, ok := s.selects(&a)
-	if !ok {
+	if skip != Selected {
 		return s.detach(a.index)
 	}
 	l := Link{
@@ -231,11 +281,16 @@ func (s *state[R]) reconcile(l *netmon.Listing) []Event[R] {
 			s.addRoute(l.Routes[i].OIF, key)
 		}
 	}
+	old := s.links
 	s.links = make(map[int]linkAttrs, len(l.Links))
 	present := make(map[int]bool, len(l.Links))
 	for _, x := range l.Links {
 		present[x.Attrs().Index] = true
+		if a, ok := old[x.Attrs().Index]; ok {
+			s.links[a.index] = a // for note's rename check
+		}
 	}
+	maps.DeleteFunc(s.skips, func(index int, _ Skip) bool { return !present[index] })
 	var evs []Event[R]
 	for _, index := range slices.Sorted(maps.Keys(s.attached)) {
 		if !present[index] {

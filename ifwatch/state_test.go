@@ -505,3 +505,45 @@ func TestReselect(t *testing.T) {
 		})
 	}
 }
+
+// TestSkipNotes: every link that is not selected is noted with its reason,
+// once per change of reason or name, however many notifications repeat it.
+func TestSkipNotes(t *testing.T) {
+	steps := []struct {
+		msg  *netmon.Message
+		want string // the notes it causes, "name:reason" joined by " "
+	}{
+		{newLink(link{index: 2, name: "eth0"}), "eth0:no rule matches"},
+		{newLink(link{index: 2, name: "eth0"}), ""}, // the same again: no note
+		{newLink(link{index: 1, name: "lo", raw: unix.IFF_LOOPBACK, encap: "loopback"}), "lo:loopback"},
+		{newLink(link{index: 3, name: "cali1", master: 9}), "cali1:has a master (bridge, bond or VRF port)"},
+		{newLink(link{index: 3, name: "cali1", master: 9, down: true}), ""},
+		{newLink(link{index: 4, name: "cali2", raw: unix.IFF_NOARP}), "cali2:NOARP"},
+		{newLink(link{index: 5, name: "cali3", encap: "none"}), "cali3:not Ethernet"},
+		{newLink(link{index: 6, name: "cali4"}), ""},                                                         // selected: the attach says so
+		{newLink(link{index: 3, name: "cali1"}), ""},                                                         // out of the bridge: selected
+		{newLink(link{index: 3, name: "cali1", master: 9}), "cali1:has a master (bridge, bond or VRF port)"}, // back in
+		{newLink(link{index: 2, name: "eth1"}), "eth1:no rule matches"},                                      // renamed
+		{delLink(link{index: 2, name: "eth1"}), ""},
+		{newLink(link{index: 2, name: "eth1"}), "eth1:no rule matches"}, // a new link with the old index
+	}
+	s := newState(globs("cali*"))
+	for i, st := range steps {
+		s.apply(st.msg)
+		var got []string
+		for _, n := range s.takeNotes() {
+			got = append(got, n.Name+":"+n.Skip.String())
+		}
+		if g := strings.Join(got, " "); g != st.want {
+			t.Errorf("step %d: notes %q, want %q", i, g, st.want)
+		}
+	}
+	var all []string
+	for _, l := range s.linkStates() {
+		all = append(all, fmt.Sprintf("%d:%s:%v", l.Index, l.Name, l.Skip))
+	}
+	want := "1:lo:loopback 2:eth1:no rule matches 3:cali1:has a master (bridge, bond or VRF port) 4:cali2:NOARP 5:cali3:not Ethernet 6:cali4:selected"
+	if g := strings.Join(all, " "); g != want {
+		t.Errorf("links:\n%s\nwant\n%s", g, want)
+	}
+}

@@ -2,14 +2,18 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/spf13/pflag"
 
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/policy"
@@ -32,6 +36,7 @@ type options struct {
 	logFormat   string
 	rateLimit   int // replies per second per interface; 0: no limit
 	metricsAddr string
+	webConfig   string // --web.config.file: TLS and basic auth for metricsAddr
 	dryRun      bool
 	version     bool
 }
@@ -57,6 +62,8 @@ func (l listFlag) String() string {
 	return strings.Join(*l.vals, ",")
 }
 
+func (l listFlag) Type() string { return "list" }
+
 func (l listFlag) Set(s string) error {
 	for _, v := range strings.Split(s, ",") {
 		v = strings.TrimSpace(v)
@@ -72,75 +79,106 @@ func (l listFlag) Set(s string) error {
 }
 
 // envName is the environment variable that sets a flag: --log-level reads
-// PXRESP_LOG_LEVEL.
+// PXRESP_LOG_LEVEL, --web.config.file PXRESP_WEB_CONFIG_FILE.
 func envName(flagName string) string {
-	return "PXRESP_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return "PXRESP_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
+}
+
+// usageHead is the top of --help.
+const usageHead = `Usage: pxresp --iface GLOB --gw ADDR [flags]
+       pxresp --config FILE [flags]
+       pxresp check-config FILE
+       pxresp status [--addr URL]
+
+Answers ARP requests for a gateway on matching interfaces, in place of the
+kernel's proxy_arp. Every flag can also be set with the environment variable
+shown beside it (comma-separated for repeatable flags); the command line wins.
+An unknown PXRESP_* variable is an error.
+
+Flags:
+`
+
+// newFlagSet returns a flag set that reports errors instead of printing
+// them, and prints each flag's environment variable beside it in --help.
+func newFlagSet(name string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.SortFlags = false
+	return fs
+}
+
+// withEnv appends each flag's environment variable to its help text.
+func withEnv(fs *pflag.FlagSet, skip ...string) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !slices.Contains(skip, f.Name) {
+			f.Usage += " [$" + envName(f.Name) + "]"
+		}
+	})
+}
+
+// parseError turns pflag's parse error into a usage error, a bad value in
+// the words the rest of pxresp uses; --help is returned as pflag.ErrHelp.
+func parseError(fs *pflag.FlagSet, err error) error {
+	if errors.Is(err, pflag.ErrHelp) {
+		return err
+	}
+	if ne, ok := errors.AsType[*pflag.NotExistError](err); ok {
+		// -iface: a long flag spelt with one dash, as Go's flag package
+		// allows.
+		name, _, _ := strings.Cut(strings.TrimPrefix(ne.GetSpecifiedShortnames(), "-"), "=")
+		if fs.Lookup(name) != nil {
+			return usagef("unknown flag: -%s: spell it --%s", name, name)
+		}
+	}
+	if iv, ok := errors.AsType[*pflag.InvalidValueError](err); ok {
+		return usagef("invalid value %q for flag --%s: %v", iv.GetValue(), iv.GetFlag().Name, iv.Unwrap())
+	}
+	return &usageError{err.Error()}
 }
 
 // parseFlags parses args, falling back to PXRESP_* environment variables
-// (read with getenv) for every flag not given on the command line.
-func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
+// (env) for every flag not given on the command line. --help writes the
+// usage to usage and returns pflag.ErrHelp.
+func parseFlags(args []string, env map[string]string, usage io.Writer) (*options, error) {
 	var (
 		o                              options
 		ifaces, gws, targets           []string
 		mac, logLevel, logFormat, mode string
 	)
-	fs := flag.NewFlagSet("pxresp", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlagSet("pxresp")
 	fs.Var(listFlag{&ifaces, config.CheckGlob}, "iface", "interface name `glob` to serve, e.g. 'cali*' (repeatable; required)")
 	fs.Var(listFlag{&gws, checkAddr}, "gw", "gateway IPv4 `address` to answer for, e.g. 169.254.1.1 (repeatable)")
 	fs.Var(listFlag{&targets, checkPrefix}, "target", "further IPv4 `address or CIDR` to answer for (repeatable)")
 	fs.StringVar(&mac, "mac", "", "answer with this `MAC` instead of the interface's own")
-	fs.StringVar(&mode, "mode", "gateway", "`mode`: gateway answers --gw and --target; route answers, like the kernel's\nproxy_arp, every address the host routes out another interface (--target limits it)")
-	fs.StringVar(&o.configPath, "config", "", "read the rules from this YAML `file` instead of --iface, --gw, --target,\n--mac and --mode; SIGHUP reloads it (see `pxresp check-config FILE`)")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this `host:port` (off unless set)")
+	fs.StringVar(&mode, "mode", "gateway", "`mode`: gateway answers --gw and --target; route answers, like the kernel's proxy_arp, every address the host routes out another interface (--target limits it)")
+	fs.StringVar(&o.configPath, "config", "", "read the rules from this YAML `file` instead of --iface, --gw, --target, --mac and --mode; reloaded on SIGHUP and when the file changes")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz, /readyz and /status on this `host:port` (off unless set)")
+	fs.StringVar(&o.webConfig, "web.config.file", "", "TLS and basic auth for --metrics-addr: a Prometheus exporter-toolkit web config `file`")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "decide, log and count what would be answered, but send nothing")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "log `format`: text or json")
 	o.rateLimit = responder.DefaultRateLimit
 	fs.Var((*rateFlag)(&o.rateLimit), "rate-limit", "at most `N` replies per second on each interface; 0 for no limit")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	// The flag package calls Usage on every parse error; pxresp prints a
-	// one-line error instead, and the usage text only for --help.
-	fs.Usage = func() {}
-	printUsage := func() {
-		fmt.Fprintf(usage, "Usage: pxresp --iface GLOB --gw ADDR [flags]\n"+
-			"       pxresp --config FILE [flags]\n"+
-			"       pxresp check-config FILE\n\n"+
-			"Answers ARP requests for a gateway on matching interfaces, in place of the\n"+
-			"kernel's proxy_arp. Every flag can also be set with its PXRESP_* variable\n"+
-			"(comma-separated for repeatable flags); the command line wins.\n\n")
-		fs.SetOutput(usage)
-		fs.PrintDefaults()
-	}
+	withEnv(fs, "version")
 
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage()
-			return nil, err
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(usage, usageHead+fs.FlagUsages())
 		}
-		return nil, usagef("%s", strings.Replace(err.Error(), "flag -", "flag --", 1))
+		return nil, parseError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
+	if err := checkEnviron(fs, env); err != nil {
+		return nil, err
+	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "version" {
-			return // an action, not a setting: PXRESP_VERSION is left alone
-		}
-		v := getenv(envName(f.Name))
-		if set[f.Name] || v == "" || envErr != nil {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = usagef("invalid value %q for %s (flag --%s): %v", v, envName(f.Name), f.Name, err)
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
+	fs.Visit(func(f *pflag.Flag) { set[f.Name] = true })
+	if err := setFromEnv(fs, env, envName); err != nil {
+		return nil, err
 	}
 	if o.version {
 		return &o, nil
@@ -149,7 +187,7 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 	if o.configPath != "" {
 		var given []string
 		for _, f := range []string{"iface", "gw", "target", "mac", "mode"} {
-			if set[f] || getenv(envName(f)) != "" {
+			if set[f] || env[envName(f)] != "" {
 				given = append(given, "--"+f)
 			}
 		}
@@ -158,6 +196,9 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 		}
 	} else if len(ifaces) == 0 {
 		return nil, usagef("--iface is required: a glob of the interfaces to serve, such as 'cali*' (or --config FILE)")
+	}
+	if slices.Contains(ifaces, "lo") {
+		return nil, usagef("invalid value \"lo\" for flag --iface: the loopback interface has no ARP; name the pods' interfaces, such as 'cali*'")
 	}
 	m, err := policy.ParseMode(mode)
 	if err != nil {
@@ -199,8 +240,16 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 		return nil, usagef("invalid value %q for flag --log-format: want text or json", logFormat)
 	}
 	if o.metricsAddr != "" {
-		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
-			return nil, usagef("invalid value %q for flag --metrics-addr: want host:port, such as 127.0.0.1:9597", o.metricsAddr)
+		if err := checkHostPort(o.metricsAddr); err != nil {
+			return nil, usagef("invalid value %q for flag --metrics-addr: %v", o.metricsAddr, err)
+		}
+	}
+	if o.webConfig != "" {
+		if o.metricsAddr == "" {
+			return nil, usagef("--web.config.file needs --metrics-addr: it secures that listener")
+		}
+		if err := web.Validate(o.webConfig); err != nil {
+			return nil, usagef("--web.config.file: %s: %s", o.webConfig, oneLine(err))
 		}
 	}
 	if o.configPath != "" {
@@ -218,10 +267,75 @@ func parseFlags(args []string, getenv func(string) string, usage io.Writer) (*op
 	return &o, nil
 }
 
+// setFromEnv sets each flag of fs not given on the command line from its
+// environment variable (name(flag)), if set.
+func setFromEnv(fs *pflag.FlagSet, env map[string]string, name func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name == "version" {
+			return // an action, not a setting: PXRESP_VERSION is left alone
+		}
+		v := env[name(f.Name)]
+		if f.Changed || v == "" || err != nil {
+			return
+		}
+		if e := fs.Set(f.Name, v); e != nil {
+			err = usagef("invalid value %q for %s (flag --%s): %v", v, name(f.Name), f.Name, e)
+		}
+	})
+	return err
+}
+
+// checkEnviron refuses a PXRESP_* variable that sets no flag of fs nor of
+// pxresp status: a typo such as PXRESP_METRIC_ADDR would otherwise be
+// silently ignored.
+func checkEnviron(fs *pflag.FlagSet, env map[string]string) error {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
+	sfs := newFlagSet("status")
+	new(statusFlags).define(sfs)
+	sfs.VisitAll(func(f *pflag.Flag) { known[statusEnvName(f.Name)] = true })
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if strings.HasPrefix(k, "PXRESP_") && !known[k] {
+			return usagef("unknown environment variable %s: no flag reads it (see pxresp --help)", k)
+		}
+	}
+	return nil
+}
+
+// checkHostPort accepts a listen address: an optional host (an IP address
+// or a name) and a port number.
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want host:port, such as 127.0.0.1:9597")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return fmt.Errorf("host %q is neither an IP address nor a host name", host)
+		}
+	}
+	return nil
+}
+
+// oneLine joins the lines of err's message.
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
 // rateFlag is --rate-limit: a whole number of replies per second, 0 or more.
 type rateFlag int
 
 func (r *rateFlag) String() string { return strconv.Itoa(int(*r)) }
+
+func (r *rateFlag) Type() string { return "int" }
 
 func (r *rateFlag) Set(s string) error {
 	n, err := strconv.Atoi(s)

@@ -13,9 +13,7 @@ import (
 	"github.com/pxresp/pxresp/responder"
 )
 
-func env(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
+func env(m map[string]string) map[string]string { return m }
 
 func TestParseFlags(t *testing.T) {
 	o, err := parseFlags([]string{"--iface", "cali*", "--iface=tap?", "--gw", "169.254.1.1", "--target", "10.244.0.0/16",
@@ -83,7 +81,17 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"zero MAC", append(base, "--mac", "00:00:00:00:00:00"), nil, "flag --mac: not a unicast"},
 		{"bad log level", append(base, "--log-level", "loud"), nil, "flag --log-level"},
 		{"bad log format", append(base, "--log-format", "xml"), nil, "flag --log-format"},
-		{"unknown flag", append(base, "--bogus"), nil, "flag provided but not defined: -bogus"},
+		{"unknown flag", append(base, "--bogus"), nil, "unknown flag: --bogus"},
+		{"single dash", []string{"-iface", "cali*", "--gw", "169.254.1.1"}, nil, "unknown flag: -iface: spell it --iface"},
+		{"single dash with value", append(base, "-rate-limit=5"), nil, "unknown flag: -rate-limit: spell it --rate-limit"},
+		{"unknown variable", base, map[string]string{"PXRESP_METRIC_ADDR": "127.0.0.1:9597"}, "unknown environment variable PXRESP_METRIC_ADDR"},
+		{"loopback only", []string{"--iface", "lo", "--gw", "169.254.1.1"}, nil, `invalid value "lo" for flag --iface: the loopback interface has no ARP`},
+		{"metrics port not a number", append(base, "--metrics-addr", ":notaport"), nil, `invalid value ":notaport" for flag --metrics-addr: port "notaport" is not a number`},
+		{"metrics port too big", append(base, "--metrics-addr", "127.0.0.1:65536"), nil, `flag --metrics-addr: port "65536"`},
+		{"metrics host", append(base, "--metrics-addr", "no such host:80"), nil, `flag --metrics-addr: host "no such host"`},
+		{"web config without metrics", append(base, "--web.config.file", "testdata/web-config.yml"), nil, "--web.config.file needs --metrics-addr"},
+		{"missing web config", append(base, "--metrics-addr", ":9597", "--web.config.file", "/nonexistent/web.yml"), nil, "--web.config.file: /nonexistent/web.yml:"},
+		{"bad web config", append(base, "--metrics-addr", ":9597", "--web.config.file", "testdata/two-rules.yaml"), nil, "--web.config.file: testdata/two-rules.yaml:"},
 		{"stray argument", append(base, "extra"), nil, `unexpected argument "extra"`},
 		{"bad env", []string{"--iface", "cali*"}, map[string]string{"PXRESP_GW": "x"}, `invalid value "x" for PXRESP_GW (flag --gw)`},
 		{"negative rate limit", append(base, "--rate-limit", "-1"), nil, `invalid value "-1" for flag --rate-limit: want a whole number`},
@@ -166,9 +174,11 @@ func TestCheckConfig(t *testing.T) {
 	}{
 		{[]string{"check-config", good}, 0, good + ": valid, 2 rule(s)\n  calico (line 2): interfaces cali*, gateway mode: gateways [169.254.1.1]", ""},
 		{[]string{"check-config", good}, 0, "taps (line 3): interfaces tap*, route mode: addresses routed out another interface, answering with 02:00:00:00:00:aa", ""},
-		{[]string{"check-config", bad}, 1, "", bad + ":2: rules[0].colour: unknown key"},
+		{[]string{"check-config", bad}, 2, "", bad + ":2: rules[0].colour: unknown key"},
 		{[]string{"check-config"}, 2, "", "usage: pxresp check-config FILE"},
 		{[]string{"check-config", good, bad}, 2, "", "usage: pxresp check-config FILE"},
+		{[]string{"check-config", "--help"}, 0, "Usage: pxresp check-config FILE", ""},
+		{[]string{"check-config", "--bogus", good}, 2, "", "unknown flag: --bogus"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(tt.args, env(nil), &stdout, &stderr)
@@ -214,8 +224,71 @@ func TestVersionAndHelp(t *testing.T) {
 	if code := run([]string{"--version"}, env(nil), &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "pxresp ") {
 		t.Errorf("--version: code %d, stdout %q", code, stdout.String())
 	}
-	stdout.Reset()
-	if code := run([]string{"--help"}, env(nil), &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "--iface") && !strings.Contains(stderr.String(), "-iface") {
-		t.Errorf("--help: code %d, stderr %q", code, stderr.String())
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"status", "--help"}, {"check-config", "--help"}} {
+		stdout.Reset()
+		stderr.Reset()
+		if code := run(args, env(nil), &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "Usage: pxresp") || stderr.Len() > 0 {
+			t.Errorf("%v: code %d, stdout %q, stderr %q", args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestHelpConventions: --help spells every flag with two dashes and shows
+// its environment variable beside it, and every variable it shows is one
+// that pxresp accepts.
+func TestHelpConventions(t *testing.T) {
+	for _, cmd := range [][]string{{"--help"}, {"status", "--help"}} {
+		var stdout, stderr bytes.Buffer
+		run(cmd, env(nil), &stdout, &stderr)
+		flags := 0
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 || !strings.HasPrefix(f[0], "-") {
+				continue
+			}
+			flags++
+			if !strings.HasPrefix(f[0], "--") && !strings.HasPrefix(f[0], "-h") {
+				t.Errorf("%v: single-dash flag in %q", cmd, line)
+			}
+			name := strings.TrimPrefix(f[0], "--")
+			if name == "version" {
+				continue
+			}
+			want := envName(name)
+			if cmd[0] == "status" {
+				want = statusEnvName(name)
+			}
+			if !strings.Contains(line, "[$"+want+"]") {
+				t.Errorf("%v: %q does not show $%s", cmd, line, want)
+			}
+			// The variable is accepted: it sets nothing unknown.
+			if _, err := parseFlags([]string{"--iface", "cali*", "--gw", "169.254.1.1"}, map[string]string{want: ""}, nil); err != nil {
+				t.Errorf("%s is refused: %v", want, err)
+			}
+		}
+		if flags < 3 {
+			t.Errorf("%v: %d flags in\n%s", cmd, flags, stdout.String())
+		}
+	}
+}
+
+func TestStatusUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"status", "--addr", "127.0.0.1:9597"}, nil, `invalid value "127.0.0.1:9597" for flag --addr: want a URL`},
+		{[]string{"status", "--addr", "http://127.0.0.1:notaport"}, nil, `invalid value "http://127.0.0.1:notaport" for flag --addr`},
+		{[]string{"status", "--bogus"}, nil, "unknown flag: --bogus"},
+		{[]string{"status", "extra"}, nil, `unexpected argument "extra"`},
+		{[]string{"status"}, map[string]string{"PXRESP_STATUS_ADDR": "ftp://x"}, `invalid value "ftp://x" for flag --addr`},
+		{[]string{"status", "--ca-file", "/nonexistent/ca.pem"}, nil, "--ca-file: open /nonexistent/ca.pem"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tt.args, env(tt.env), &stdout, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), tt.want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("%v: code %d, stderr %q, want exit 2 and one line with %q", tt.args, code, stderr.String(), tt.want)
+		}
 	}
 }

@@ -10,7 +10,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/pflag"
+
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/daemon"
 )
@@ -28,16 +29,33 @@ import (
 var version = ""
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], environ(os.Environ()), os.Stdout, os.Stderr))
 }
 
-// run is main without the process: it returns the exit code.
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "check-config" {
-		return checkConfig(args[1:], stdout, stderr)
+// environ turns os.Environ's list into a map.
+func environ(kvs []string) map[string]string {
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
 	}
-	opts, err := parseFlags(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	return m
+}
+
+// run is main without the process: it returns the exit code, 2 for bad
+// input (one line on stderr naming the flag or file).
+func run(args []string, env map[string]string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check-config":
+			return checkConfig(args[1:], stdout, stderr)
+		case "status":
+			return statusCmd(args[1:], env, stdout, stderr)
+		}
+	}
+	opts, err := parseFlags(args, env, stdout)
+	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
@@ -58,7 +76,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer stop()
 	err = daemon.Run(ctx, daemon.Options{
 		Config: opts.cfg, ConfigPath: opts.configPath, RateLimit: opts.rateLimit,
-		MetricsAddr: opts.metricsAddr, DryRun: opts.dryRun, Version: buildVersion(), DropPrivileges: true,
+		MetricsAddr: opts.metricsAddr, WebConfigFile: opts.webConfig,
+		DryRun: opts.dryRun, Version: buildVersion(), DropPrivileges: true,
 	}, log, hup)
 	if err != nil {
 		log.Error("exiting", "err", err)
@@ -67,18 +86,33 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 0
 }
 
+const checkConfigUsage = `Usage: pxresp check-config FILE
+
+Validates the YAML rules file FILE and prints its rules, without starting
+anything. Exit status: 0 valid, 2 invalid or bad usage.
+`
+
 // checkConfig is `pxresp check-config FILE`: it validates the file and
-// prints its rules, without starting anything. Exit 0 valid, 1 invalid,
-// 2 bad usage.
+// prints its rules, without starting anything. Exit 0 valid, 2 invalid or
+// bad usage, as --config.
 func checkConfig(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: pxresp check-config FILE")
+	fs := newFlagSet("pxresp check-config")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, checkConfigUsage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "pxresp check-config: %v\n", parseError(fs, err))
 		return 2
 	}
-	c, err := config.Load(args[0])
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "pxresp check-config: want one FILE: usage: pxresp check-config FILE")
+		return 2
+	}
+	c, err := config.Load(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "pxresp: %v\n", err)
-		return 1
+		return 2
 	}
 	fmt.Fprintf(stdout, "%s: valid, %d rule(s)\n", c.Source, len(c.Rules))
 	for _, r := range c.Rules {

@@ -15,6 +15,7 @@ import (
 	"github.com/pxresp/pxresp/internal/diag"
 	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/route"
+	"github.com/pxresp/pxresp/internal/status"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -43,6 +44,9 @@ type daemon struct {
 
 	mu       sync.Mutex
 	attached map[int]*attachment
+	// failed holds the selected links whose listener could not be
+	// opened, by ifindex, until they are attached or detached.
+	failed map[int]failure
 	// closingSet holds detached listeners whose sockets are being closed:
 	// they still count frames, so snapshot still sums them.
 	closingSet map[*attachment]struct{}
@@ -69,6 +73,15 @@ type attachment struct {
 	link ifwatch.Link
 	rule *config.Rule
 	done chan struct{}
+	// problems are the sysctl findings on the link, under daemon.mu.
+	problems []diag.Finding
+}
+
+// failure is a selected link whose listener could not be opened.
+type failure struct {
+	link ifwatch.Link
+	rule *config.Rule
+	err  error
 }
 
 // event is what the watcher reports: a link and the rule that serves it.
@@ -81,6 +94,7 @@ func newDaemon(ctx context.Context, log *slog.Logger) *daemon {
 		diagnose:   diag.Check,
 		diagDelay:  3 * time.Second,
 		attached:   make(map[int]*attachment),
+		failed:     make(map[int]failure),
 		closingSet: make(map[*attachment]struct{}),
 		closing:    make(chan struct{}, maxClosing),
 	}
@@ -118,10 +132,15 @@ func (d *daemon) handle(ev event) {
 			d.log.Info("link changed", "iface", l.Name, "ifindex", l.Index, "up", l.Up)
 		}
 		a.link = l
+		if len(l.OnLink) > 0 {
+			// The pod's route is there: reverse-path filtering passes.
+			a.problems = slices.DeleteFunc(a.problems, func(f diag.Finding) bool { return f.Check == diag.RPFilter })
+		}
 		// One call with every setting: the listener works out what
 		// changed (a rename into another rule, a reload, a new MAC...).
 		d.apply(a, ev.Rule)
 	case ifwatch.Detach:
+		delete(d.failed, l.Index)
 		d.detach(l)
 	}
 }
@@ -138,9 +157,11 @@ func (d *daemon) attach(l ifwatch.Link, r *config.Rule) {
 	if err != nil {
 		// The link may already be gone again; ifwatch will say so.
 		d.attachErrs++
+		d.failed[l.Index] = failure{link: l, rule: r, err: err}
 		d.log.Error("attach failed", "iface", l.Name, "ifindex", l.Index, "rule", r.Name, "err", err)
 		return
 	}
+	delete(d.failed, l.Index)
 	a := &attachment{srv: srv, link: l, rule: r, done: make(chan struct{})}
 	d.attached[l.Index] = a
 	d.attaches++
@@ -224,13 +245,15 @@ func (d *daemon) checkSysctls(a *attachment) {
 			}
 		}
 	}
+	isRP := func(f diag.Finding) bool { return f.Check == diag.RPFilter }
 	fs, err := d.diagnose(a.link.Name, len(a.link.OnLink) > 0)
 	if err != nil {
 		d.log.Debug("sysctl check failed", "iface", a.link.Name, "err", err)
 		return
 	}
 	warn(fs, func(c string) bool { return c != diag.RPFilter })
-	if !slices.ContainsFunc(fs, func(f diag.Finding) bool { return f.Check == diag.RPFilter }) {
+	a.problems = slices.DeleteFunc(slices.Clone(fs), isRP)
+	if !slices.ContainsFunc(fs, isRP) {
 		return
 	}
 	time.AfterFunc(d.diagDelay, func() {
@@ -243,6 +266,9 @@ func (d *daemon) checkSysctls(a *attachment) {
 		}
 		if fs, err := d.diagnose(name, false); err == nil {
 			warn(fs, func(c string) bool { return c == diag.RPFilter })
+			d.mu.Lock()
+			a.problems = append(a.problems, slices.DeleteFunc(fs, func(f diag.Finding) bool { return !isRP(f) })...)
+			d.mu.Unlock()
 		}
 	})
 }
@@ -253,9 +279,16 @@ func (d *daemon) snapshot() snapshot {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := snapshot{Responders: d.retired, Attached: len(d.attached),
-		Attaches: d.attaches, Detaches: d.detaches, AttachErrors: d.attachErrs}
+		Attaches: d.attaches, Detaches: d.detaches, AttachErrors: d.attachErrs,
+		SysctlProblems: make(map[string]int, len(diag.Checks))}
+	for _, c := range diag.Checks {
+		s.SysctlProblems[c] = 0
+	}
 	for _, a := range d.attached {
 		s.Responders.Add(a.srv.Stats())
+		for _, f := range a.problems {
+			s.SysctlProblems[f.Check]++
+		}
 	}
 	for a := range d.closingSet {
 		s.Responders.Add(a.srv.Stats())
@@ -328,4 +361,66 @@ func (d *daemon) closeAll() {
 	}
 	d.mu.Unlock()
 	d.wg.Wait()
+}
+
+// interfaces describes every link the watcher knows (links, in ifindex
+// order) for /status: skipped and why, or attached with its rule,
+// counters and sysctl problems, or failed with the error.
+func (d *daemon) interfaces(links []ifwatch.LinkState) []status.Interface {
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Index] = l.Name
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]status.Interface, 0, len(links))
+	for _, l := range links {
+		i := status.Interface{Name: l.Name, Index: l.Index}
+		a, attached := d.attached[l.Index]
+		f, failed := d.failed[l.Index]
+		switch {
+		case l.Skip != ifwatch.Selected:
+			i.State, i.Reason = status.Skipped, l.Skip.String()
+			if l.Skip == ifwatch.HasMaster {
+				i.Reason = fmt.Sprintf("%s: master %s", i.Reason, masterName(names, l.Master))
+			}
+		case attached:
+			i.State, i.Rule = status.Attached, a.rule.Name
+			st := a.srv.Stats()
+			c := &status.Counters{Requests: st.Requests, Replies: st.Replies, RateLimited: st.RateLimited,
+				DryRun: st.DryRun, SendErrors: st.SendErrors}
+			for _, n := range st.Ignored {
+				c.Ignored += n
+			}
+			i.Counters = c
+			for _, p := range a.problems {
+				i.Problems = append(i.Problems, status.Problem{Check: p.Check, Message: p.Message})
+			}
+		case failed:
+			i.State, i.Rule, i.Reason = status.Failed, f.rule.Name, "attach failed: "+f.err.Error()
+		default:
+			i.State = status.Pending
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+func masterName(names map[int]string, index int) string {
+	if n, ok := names[index]; ok {
+		return n
+	}
+	return fmt.Sprintf("ifindex %d", index)
+}
+
+// attachedNames returns the names of the attached interfaces, sorted.
+func (d *daemon) attachedNames() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var names []string
+	for _, a := range d.attached {
+		names = append(names, a.link.Name)
+	}
+	slices.Sort(names)
+	return names
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/diag"
 	"github.com/pxresp/pxresp/internal/netmon"
+	"github.com/pxresp/pxresp/internal/status"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -382,4 +384,60 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestInterfacesStatus: /status describes each link the watcher knows:
+// attached with its rule, counters and sysctl problems; skipped with the
+// reason (and the master's name); failed with the attach error until the
+// link is detached. The sysctl problems are counted for the metric too.
+func TestInterfacesStatus(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d, servers := testDaemon(t, ctx)
+	d.diagnose = func(name string, _ bool) ([]diag.Finding, error) {
+		if name == "cali1" {
+			return []diag.Finding{{Check: diag.ProxyARP, Message: "cali1: proxy_arp=1"}}, nil
+		}
+		return nil, nil
+	}
+	good, broken := link(5, "cali1", 1), link(6, "calibroken", 2)
+	d.handle(attachEv(good))
+	d.handle(attachEv(broken))
+	servers[5].mu.Lock()
+	servers[5].stats = responder.Stats{Requests: 9, Replies: 7, RateLimited: 1}
+	servers[5].stats.Ignored[policy.NotForUs] = 1
+	servers[5].mu.Unlock()
+	links := []ifwatch.LinkState{
+		{Index: 1, Name: "lo", Skip: ifwatch.Loopback},
+		{Index: 4, Name: "br0", Skip: ifwatch.NoRule},
+		{Index: 5, Name: "cali1"},
+		{Index: 6, Name: "calibroken"},
+		{Index: 7, Name: "caliport", Master: 4, Skip: ifwatch.HasMaster},
+		{Index: 8, Name: "caligone", Master: 99, Skip: ifwatch.HasMaster},
+	}
+	got := d.interfaces(links)
+	want := []string{
+		"lo skipped loopback  <nil> []",
+		"br0 skipped no rule matches  <nil> []",
+		"cali1 attached  calico &{9 7 1 1 0 0} [{proxy_arp cali1: proxy_arp=1}]",
+		"calibroken failed attach failed: no such device calico <nil> []",
+		"caliport skipped has a master (bridge, bond or VRF port): master br0  <nil> []",
+		"caligone skipped has a master (bridge, bond or VRF port): master ifindex 99  <nil> []",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d interfaces, want %d: %+v", len(got), len(want), got)
+	}
+	for i, g := range got {
+		if s := fmt.Sprintf("%s %s %s %s %v %v", g.Name, g.State, g.Reason, g.Rule, g.Counters, g.Problems); s != want[i] {
+			t.Errorf("interface %d:\n got %s\nwant %s", i, s, want[i])
+		}
+	}
+	if sn := d.snapshot(); sn.SysctlProblems[diag.ProxyARP] != 1 || sn.SysctlProblems[diag.RPFilter] != 0 || len(sn.SysctlProblems) != len(diag.Checks) {
+		t.Errorf("sysctl problems %v, want proxy_arp 1 and every check present", sn.SysctlProblems)
+	}
+	// Detached, the broken link is no longer failed.
+	d.handle(detachEv(broken))
+	if got := d.interfaces(links[3:4]); got[0].State != status.Pending {
+		t.Errorf("after its detach: %+v, want pending", got[0])
+	}
 }

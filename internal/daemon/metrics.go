@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -13,8 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 
+	"github.com/pxresp/pxresp/ifwatch"
+	"github.com/pxresp/pxresp/internal/diag"
 	"github.com/pxresp/pxresp/internal/route"
+	"github.com/pxresp/pxresp/internal/status"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -26,8 +32,9 @@ import (
 //
 // No metric has a per-interface or per-address label: a node has thousands
 // of short-lived cali* interfaces. The only labels are small fixed enums
-// (verdict, result), and every value of each is exported from the start,
-// at 0, so that rate() and increase() work from the first scrape.
+// (verdict, result, check, reason), and every value of each is exported
+// from the start, at 0, so that rate() and increase() work from the first
+// scrape.
 
 // snapshot is the daemon's state for one scrape.
 type snapshot struct {
@@ -42,6 +49,11 @@ type snapshot struct {
 	// Resyncs counts the netlink monitor's resyncs (netmon.Monitor.Resyncs),
 	// which the interface watcher and the route cache share.
 	Resyncs uint64
+	// SysctlProblems counts the attached interfaces with a sysctl finding,
+	// by check (diag.Checks, each present).
+	SysctlProblems map[string]int
+	// Skipped counts the interfaces not served, by reason (skipReasons).
+	Skipped map[ifwatch.Skip]int
 	// Route is the route-mode lookup cache's counters; nil until a rule is
 	// in route mode (the cache then stays until exit), and while it is nil
 	// no pxresp_route_* metric is exported. Entries is a gauge.
@@ -143,6 +155,7 @@ type collector struct {
 	requests, replies, ignored, rateLimited, dryRun, malformed, sendErrors, readErrors *prometheus.Desc
 	storms, shedding, shed, socketQueued, socketDrops                                  *prometheus.Desc
 	attaches, detaches, attachErrors, resyncs, attached                                *prometheus.Desc
+	sysctlProblems, skipped                                                            *prometheus.Desc
 	routeLookups, routeErrors, routeFallbacks, routeInvalidations, routeEntries        *prometheus.Desc
 }
 
@@ -150,6 +163,18 @@ type collector struct {
 // one per outcome, so that their sum is every lookup. The verdict label's
 // are policy.Verdict's names, all but reply.
 var routeResults = []string{"hit", "miss", "limited"}
+
+// skipReasons are the values of pxresp_interfaces_skipped's reason label.
+var skipReasons = []struct {
+	skip  ifwatch.Skip
+	label string
+}{
+	{ifwatch.NoRule, "no_rule"},
+	{ifwatch.HasMaster, "has_master"},
+	{ifwatch.NoARP, "noarp"},
+	{ifwatch.Loopback, "loopback"},
+	{ifwatch.NotEthernet, "not_ethernet"},
+}
 
 func newCollector(snap func() snapshot) *collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
@@ -193,6 +218,10 @@ func newCollector(snap func() snapshot) *collector {
 			"Times pxresp's netlink subscription lost notifications (the socket overflowed or failed) and pxresp subscribed again and read the full link and route lists; the interface watcher and the route cache resync together."),
 		attached: d("pxresp_interfaces_attached",
 			"Interfaces with an open listener now."),
+		sysctlProblems: d("pxresp_sysctl_problems",
+			"Attached interfaces whose IPv4 sysctls work against pxresp now, by check: proxy_arp (the kernel answers too), forwarding (off: pods' packets are not routed) or rp_filter (the pods' packets are dropped). pxresp status and the log name the interfaces and the fix.", "check"),
+		skipped: d("pxresp_interfaces_skipped",
+			"Interfaces in pxresp's network namespace that it does not serve now, by reason: no_rule (no rule matches the name), has_master (a bridge, bond or VRF port), noarp, loopback, not_ethernet.", "reason"),
 		routeLookups: d("pxresp_route_lookups_total",
 			"Route-mode route classifications of a request's target, by result: hit (answered from the route cache), miss (looked up over netlink), limited (a miss refused by the lookup rate limit; the request is ignored as route-unknown). Exported once a rule has been in route mode.", "result"),
 		routeErrors: d("pxresp_route_lookup_errors_total",
@@ -211,7 +240,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.replies, c.ignored, c.rateLimited, c.dryRun, c.malformed, c.sendErrors, c.readErrors,
 		c.storms, c.shedding, c.shed, c.socketQueued, c.socketDrops,
-		c.attaches, c.detaches, c.attachErrors, c.resyncs, c.attached,
+		c.attaches, c.detaches, c.attachErrors, c.resyncs, c.attached, c.sysctlProblems, c.skipped,
 		c.routeLookups, c.routeErrors, c.routeFallbacks, c.routeInvalidations, c.routeEntries,
 	} {
 		ch <- d
@@ -250,6 +279,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.attachErrors, s.AttachErrors)
 	counter(c.resyncs, s.Resyncs)
 	ch <- prometheus.MustNewConstMetric(c.attached, prometheus.GaugeValue, float64(s.Attached))
+	for _, check := range diag.Checks {
+		ch <- prometheus.MustNewConstMetric(c.sysctlProblems, prometheus.GaugeValue, float64(s.SysctlProblems[check]), check)
+	}
+	for _, r := range skipReasons {
+		ch <- prometheus.MustNewConstMetric(c.skipped, prometheus.GaugeValue, float64(s.Skipped[r.skip]), r.label)
+	}
 
 	if rt := s.Route; rt != nil {
 		for i, v := range []uint64{rt.Hits, rt.Misses, rt.Limited} {
@@ -267,10 +302,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 //   - /metrics: the registry, in the Prometheus text or protobuf format;
 //   - /healthz: 200 "ok" while the process serves HTTP (liveness);
 //   - /readyz: 200 "ready" once ready() is true (the initial interfaces are
-//     attached), 503 with the reason before.
+//     attached), 503 with the reason before;
+//   - /status: stat(), in JSON (status.Status), unless stat is nil.
 //
 // Each answers GET and HEAD only (405 otherwise); any other path is 404.
-func newHTTPHandler(reg *prometheus.Registry, ready func() bool) http.Handler {
+func newHTTPHandler(reg *prometheus.Registry, ready func() bool, stat func() *status.Status) http.Handler {
 	mux := http.NewServeMux()
 	// ContinueOnError: one failing collector (the process collector
 	// cannot read /proc, say) must not hide the rest; the failure is
@@ -290,6 +326,20 @@ func newHTTPHandler(reg *prometheus.Registry, ready func() bool) http.Handler {
 		}
 		plain(w, http.StatusServiceUnavailable, "not ready: the initial interfaces are not attached yet\n")
 	})
+	if stat != nil {
+		mux.HandleFunc("GET "+status.Path, func(w http.ResponseWriter, _ *http.Request) {
+			b, err := json.MarshalIndent(stat(), "", "  ")
+			if err != nil {
+				plain(w, http.StatusInternalServerError, err.Error()+"\n")
+				return
+			}
+			h := w.Header()
+			h.Set("Content-Type", "application/json")
+			h.Set("Cache-Control", "no-store")
+			h.Set("X-Content-Type-Options", "nosniff")
+			_, _ = w.Write(append(b, '\n'))
+		})
+	}
 	return mux
 }
 
@@ -304,8 +354,11 @@ func plain(w http.ResponseWriter, code int, body string) {
 
 // serveHTTP serves h on ln until ctx is done, then shuts the server down
 // (waiting at most a second for scrapes in flight) and returns. It returns
-// the server's error if it stops for another reason.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+// the server's error if it stops for another reason. webConfig, if set, is
+// an exporter-toolkit web config file: TLS and basic auth, read again at
+// each connection and request, so that a new certificate or password
+// applies without a restart.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, webConfig string, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -324,7 +377,10 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 			_ = srv.Close()
 		}
 	})
-	err := srv.Serve(ln)
+	err := web.Serve(ln, srv, &web.FlagConfig{
+		WebListenAddresses: &[]string{ln.Addr().String()},
+		WebConfigFile:      &webConfig,
+	}, log)
 	if stop() {
 		// ctx is not done: the server failed on its own.
 		return err

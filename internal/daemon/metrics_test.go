@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/pxresp/pxresp/ifwatch"
+	"github.com/pxresp/pxresp/internal/diag"
 	"github.com/pxresp/pxresp/internal/route"
 	"github.com/pxresp/pxresp/internal/test/scrape"
 	"github.com/pxresp/pxresp/policy"
@@ -45,6 +48,8 @@ var pxrespMetrics = map[string]string{
 	"pxresp_attach_errors_total":                          "counter",
 	"pxresp_netlink_resyncs_total":                        "counter",
 	"pxresp_interfaces_attached":                          "gauge",
+	"pxresp_interfaces_skipped":                           "gauge",
+	"pxresp_sysctl_problems":                              "gauge",
 	"pxresp_reply_latency_seconds":                        "histogram",
 	"pxresp_config_reloads_total":                         "counter",
 	"pxresp_config_last_reload_successful":                "gauge",
@@ -73,6 +78,8 @@ func fakeSnapshot(routeMode bool) snapshot {
 		}
 	}
 	s.Attached, s.Attaches, s.Detaches, s.AttachErrors, s.Resyncs = 8, 9, 10, 11, 12
+	s.SysctlProblems = map[string]int{diag.ProxyARP: 21, diag.Forwarding: 22, diag.RPFilter: 23}
+	s.Skipped = map[ifwatch.Skip]int{ifwatch.NoRule: 31, ifwatch.HasMaster: 32, ifwatch.NoARP: 33, ifwatch.Loopback: 34, ifwatch.NotEthernet: 35}
 	if routeMode {
 		s.Route = &route.Stats{Hits: 13, Misses: 14, Limited: 15, Errors: 16, Fallbacks: 17, Invalidations: 18,
 			Entries: 20}
@@ -94,7 +101,7 @@ func newMetricsRig(t *testing.T, s snapshot) *metricsRig {
 	r.snap.Store(&s)
 	m, reg := newMetricsAt("1.2.3-test", func() snapshot { return *r.snap.Load() }, func() time.Time { return r.now })
 	r.m = m
-	r.srv = httptest.NewServer(newHTTPHandler(reg, r.ready.Load))
+	r.srv = httptest.NewServer(newHTTPHandler(reg, r.ready.Load, nil))
 	t.Cleanup(r.srv.Close)
 	return r
 }
@@ -168,6 +175,16 @@ func TestMetricsExposition(t *testing.T) {
 			} {
 				if got := e.Get(t, c.name); got != float64(c.want) {
 					t.Errorf("%s = %v, want %d", c.name, got, c.want)
+				}
+			}
+			for check, n := range s.SysctlProblems {
+				if got := e.Get(t, "pxresp_sysctl_problems", "check", check); got != float64(n) {
+					t.Errorf("pxresp_sysctl_problems{check=%q} = %v, want %d", check, got, n)
+				}
+			}
+			for _, r := range skipReasons {
+				if got := e.Get(t, "pxresp_interfaces_skipped", "reason", r.label); got != float64(s.Skipped[r.skip]) {
+					t.Errorf("pxresp_interfaces_skipped{reason=%q} = %v, want %d", r.label, got, s.Skipped[r.skip])
 				}
 			}
 			for v := range policy.NumVerdicts {
@@ -333,6 +350,8 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"pxresp_route_lookups_total":    {"result": true},
 		"pxresp_build_info":             {"version": true, "goversion": true},
 		"pxresp_reply_latency_seconds":  {"le": true},
+		"pxresp_sysctl_problems":        {"check": true},
+		"pxresp_interfaces_skipped":     {"reason": true},
 	}
 	n := 0
 	for _, k := range e.Names("pxresp_") {
@@ -352,8 +371,8 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	// 17 plain counters and gauges, NumVerdicts-1 verdicts, the histogram's
 	// buckets (and +Inf), sum and count, 2 reload results, 2 reload gauges,
 	// build info, 3 route results, 3 more route counters and the route
-	// cache's size.
-	if want := 17 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1; n != want {
+	// cache's size, a sysctl gauge per check and a skipped gauge per reason.
+	if want := 17 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1 + len(diag.Checks) + len(skipReasons); n != want {
 		t.Errorf("%d pxresp_ series, want %d: %v", n, want, e.Names("pxresp_"))
 	}
 }
@@ -384,7 +403,7 @@ func TestMetricsMonotonic(t *testing.T) {
 		return c
 	}
 	m, reg := newMetrics("t", step)
-	srv := httptest.NewServer(newHTTPHandler(reg, func() bool { return true }))
+	srv := httptest.NewServer(newHTTPHandler(reg, func() bool { return true }, nil))
 	defer srv.Close()
 
 	var prev scrape.Exposition
@@ -433,7 +452,7 @@ func TestMetricsSnapshotSerialised(t *testing.T) {
 		inside.Add(-1)
 		return fakeSnapshot(false)
 	})
-	srv := httptest.NewServer(newHTTPHandler(reg, func() bool { return true }))
+	srv := httptest.NewServer(newHTTPHandler(reg, func() bool { return true }, nil))
 	defer srv.Close()
 	var wg sync.WaitGroup
 	for range 8 {
@@ -556,7 +575,9 @@ func TestMetricsServeHTTP(t *testing.T) {
 	_, reg := newMetrics("t", func() snapshot { return fakeSnapshot(false) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveHTTP(ctx, ln, newHTTPHandler(reg, func() bool { return true })) }()
+	go func() {
+		done <- serveHTTP(ctx, ln, newHTTPHandler(reg, func() bool { return true }, nil), "", slog.New(slog.DiscardHandler))
+	}()
 	base := "http://" + ln.Addr().String()
 	c := &http.Client{Timeout: 5 * time.Second}
 	if code, body, _ := scrape.Fetch(t, c, base+"/healthz"); code != 200 || body != "ok\n" {
@@ -586,7 +607,7 @@ func TestMetricsServeHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln2.Close()
-	if err := serveHTTP(context.Background(), ln2, http.NotFoundHandler()); err == nil {
+	if err := serveHTTP(context.Background(), ln2, http.NotFoundHandler(), "", slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("serveHTTP on a closed listener returned nil")
 	}
 }

@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pxresp/pxresp/ifwatch"
 	"github.com/pxresp/pxresp/internal/config"
 	"github.com/pxresp/pxresp/internal/netmon"
+	"github.com/pxresp/pxresp/internal/status"
 	"github.com/pxresp/pxresp/responder"
 )
 
@@ -24,9 +28,13 @@ type Options struct {
 	ConfigPath string
 	// RateLimit is each interface's replies per second (0: no limit).
 	RateLimit int
-	// MetricsAddr is where /metrics, /healthz and /readyz listen ("": off).
+	// MetricsAddr is where /metrics, /healthz, /readyz and /status listen
+	// ("": off).
 	MetricsAddr string
-	DryRun      bool
+	// WebConfigFile is an exporter-toolkit web config file securing
+	// MetricsAddr with TLS and basic auth ("": plain HTTP).
+	WebConfigFile string
+	DryRun        bool
 	// Version is reported in the log and in pxresp_build_info.
 	Version string
 	// DropPrivileges drops every capability but CAP_NET_RAW once the
@@ -36,11 +44,14 @@ type Options struct {
 }
 
 // Run runs the daemon until ctx is done. Each value received on reload
-// re-reads o.ConfigPath.
+// re-reads o.ConfigPath, and so does a change of the file's content
+// (followFile).
 func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Signal) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	cfg := o.Config
+	var cur atomic.Pointer[config.Config] // the configuration serving now
+	cur.Store(cfg)
 	if err := responder.CheckPermission(); err != nil {
 		return err
 	}
@@ -84,11 +95,25 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 		m, reg = newMetrics(o.Version, func() snapshot {
 			s := d.snapshot()
 			s.Resyncs = mon.Resyncs()
+			s.Skipped = make(map[ifwatch.Skip]int)
+			for _, l := range w.Links() {
+				if l.Skip != ifwatch.Selected {
+					s.Skipped[l.Skip]++
+				}
+			}
 			return s
 		})
 		d.latency = m.Latency
+		stat := func() *status.Status {
+			c := cur.Load()
+			st := &status.Status{Version: o.Version, Config: c.Source, Ready: ready(), Interfaces: d.interfaces(w.Links())}
+			for _, r := range c.Rules {
+				st.Rules = append(st.Rules, status.Rule{Name: r.Name, Interfaces: r.Interfaces, Answers: r.Describe()})
+			}
+			return st
+		}
 		go func() {
-			if err := serveHTTP(ctx, ln, newHTTPHandler(reg, ready)); err != nil {
+			if err := serveHTTP(ctx, ln, newHTTPHandler(reg, ready, stat), o.WebConfigFile, log); err != nil {
 				cancel(fmt.Errorf("metrics server: %w", err))
 			}
 		}()
@@ -111,13 +136,27 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 			}
 		}
 	}()
+	var changed <-chan struct{} // nil without a file: never ready
+	seen := &seenContent{last: digest(o.ConfigPath)}
+	if o.ConfigPath != "" {
+		if changed, err = followFile(ctx, o.ConfigPath, followDebounce, seen, log); err != nil {
+			return fmt.Errorf("following %s: %w", o.ConfigPath, err)
+		}
+	}
 	go func() {
 		for {
+			var why string
 			select {
 			case <-ctx.Done():
 				return
 			case <-reload:
-				reloadConfig(o.ConfigPath, d, w, mon, m, log)
+				why = "SIGHUP"
+				seen.update(digest(o.ConfigPath))
+			case <-changed:
+				why = "file changed"
+			}
+			if c := reloadConfig(o.ConfigPath, why, cur.Load(), d, w, mon, m, log); c != nil {
+				cur.Store(c)
 			}
 		}
 	}()
@@ -142,15 +181,17 @@ func selector(cfg *config.Config) func(name string) (*config.Rule, bool) {
 }
 
 // reloadConfig re-reads the config file and switches to it, or keeps the
-// current one if the new one is invalid: the route cache is opened if a
-// rule now needs it, then the watcher's selector is replaced, which
+// current one (old) if the new one is invalid: the route cache is opened
+// if a rule now needs it, then the watcher's selector is replaced, which
 // attaches, updates (a new rule) and detaches the interfaces before it
-// returns.
-func reloadConfig(path string, d *daemon, w *ifwatch.Watcher[*config.Rule], mon *netmon.Monitor, m *metrics, log *slog.Logger) {
+// returns. It returns the new configuration, nil if it kept old, and logs
+// what changed: rules by name, interfaces attached and detached.
+func reloadConfig(path, why string, old *config.Config, d *daemon, w *ifwatch.Watcher[*config.Rule], mon *netmon.Monitor, m *metrics, log *slog.Logger) *config.Config {
 	if path == "" {
 		log.Warn("SIGHUP ignored: no --config file to reload")
-		return
+		return nil
 	}
+	before := d.attachedNames()
 	cfg, err := config.Load(path)
 	if err == nil {
 		err = d.router.ensure(cfg, mon, log)
@@ -159,14 +200,77 @@ func reloadConfig(path string, d *daemon, w *ifwatch.Watcher[*config.Rule], mon 
 		err = w.SetSelector(selector(cfg))
 	}
 	if err != nil {
-		log.Error("reload failed", "config", path, "err", err, "keeping", "the current configuration")
+		log.Error("reload failed", "config", path, "trigger", why, "err", err, "keeping", "the current configuration")
 		if m != nil {
 			m.reload(false)
 		}
-		return
+		return nil
 	}
 	if m != nil {
 		m.reload(true)
 	}
-	log.Info("reloaded", "config", path, "rules", len(cfg.Rules), "iface", cfg.Globs())
+	added, removed, changed := diffRules(old, cfg)
+	attached, detached := diffNames(before, d.attachedNames())
+	log.Info("reloaded", "config", path, "trigger", why, "rules", len(cfg.Rules),
+		"rules_added", added, "rules_removed", removed, "rules_changed", changed,
+		"attached", attached, "detached", detached)
+	for _, r := range cfg.Rules {
+		if slices.Contains(added, r.Name) || slices.Contains(changed, r.Name) {
+			log.Info("rule", "rule", r.Name, "iface", r.Interfaces, "answers", r.Describe())
+		}
+	}
+	return cfg
+}
+
+// diffRules compares two configurations' rules by name: those only in
+// next, only in prev, and in both but different (interfaces, mode, what
+// they answer, MAC, or position, which decides the first match).
+func diffRules(prev, next *config.Config) (added, removed, changed []string) {
+	index := func(c *config.Config) map[string]int {
+		m := make(map[string]int, len(c.Rules))
+		for i, r := range c.Rules {
+			m[r.Name] = i
+		}
+		return m
+	}
+	pi, ni := index(prev), index(next)
+	for i, r := range next.Rules {
+		j, ok := pi[r.Name]
+		switch {
+		case !ok:
+			added = append(added, r.Name)
+		case ruleKey(prev.Rules[j]) != ruleKey(r) || i != j:
+			changed = append(changed, r.Name)
+		}
+	}
+	for _, r := range prev.Rules {
+		if _, ok := ni[r.Name]; !ok {
+			removed = append(removed, r.Name)
+		}
+	}
+	return added, removed, changed
+}
+
+// ruleKey is what makes a rule what it is, for diffRules.
+func ruleKey(r *config.Rule) string {
+	return strings.Join(r.Interfaces, " ") + "|" + r.Mode.String() + "|" + r.Describe() + "|" + r.MAC.String()
+}
+
+// diffNames returns the names in next but not prev, and in prev but not
+// next; both are sorted.
+func diffNames(prev, next []string) (in, out []string) {
+	only := func(a, b []string) []string {
+		set := make(map[string]bool, len(b))
+		for _, n := range b {
+			set[n] = true
+		}
+		var d []string
+		for _, n := range a {
+			if !set[n] {
+				d = append(d, n)
+			}
+		}
+		return d
+	}
+	return only(next, prev), only(prev, next)
 }

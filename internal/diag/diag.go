@@ -36,6 +36,9 @@ const (
 	RPFilter   = "rp_filter"
 )
 
+// Checks are every Finding.Check, in order.
+var Checks = []string{ProxyARP, Forwarding, RPFilter}
+
 // Finding is one setting that works against pxresp on an interface.
 type Finding struct {
 	// Check is ProxyARP, Forwarding or RPFilter.

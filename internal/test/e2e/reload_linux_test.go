@@ -274,7 +274,8 @@ func TestDryRun(t *testing.T) {
 	p.StopT(t, time.Second)
 }
 
-// TestCheckConfigBinary: the check-config subcommand of the real binary.
+// TestCheckConfigBinary: the check-config subcommand of the real binary;
+// a bad file exits 2, as under --config.
 func TestCheckConfigBinary(t *testing.T) {
 	cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
 	out, err := execCommand(pxproc.Bin(t), "check-config", string(cfg))
@@ -283,7 +284,7 @@ func TestCheckConfigBinary(t *testing.T) {
 	}
 	cfg.write(t, "rules:\n- {interfaces: [a], gateways: [169.254.1.1], mode: bridge}\n")
 	out, err = execCommand(pxproc.Bin(t), "check-config", string(cfg))
-	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 1 ||
+	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 2 ||
 		!strings.Contains(out, string(cfg)+`:2: rules[0].mode: unknown mode "bridge"`) {
 		t.Errorf("bad file: %v\n%s", err, out)
 	}

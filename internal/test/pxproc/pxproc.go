@@ -62,7 +62,8 @@ type Options struct {
 	// Args: for a wrapper that takes the binary in an option of its own
 	// (capsh --shell=BIN -- ARGS).
 	Command []string
-	// Env is added to the environment.
+	// Env is added to the environment, which is the caller's without
+	// its PXRESP_* variables (Environ).
 	Env []string
 	// OnLine, if set, sees every line as it arrives (on another goroutine).
 	OnLine func(Line)
@@ -125,9 +126,7 @@ func Start(ns *topo.NS, o Options) (*Proc, error) {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, argv...)...)
 	cmd.Stdout, cmd.Stderr = w, w
-	if len(o.Env) > 0 {
-		cmd.Env = append(os.Environ(), o.Env...)
-	}
+	cmd.Env = append(Environ(), o.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	errc := make(chan error, 1)
 	launcher() <- func() { errc <- cmd.Start() }
@@ -156,6 +155,13 @@ func Start(ns *topo.NS, o Options) (*Proc, error) {
 		p.finish(err)
 	}()
 	return p, nil
+}
+
+// Environ is the caller's environment without its PXRESP_* variables:
+// the harness's own (PXRESP_PRIVILEGED, ...) are not pxresp's, which
+// refuses a PXRESP_* variable it does not know. Options.Env sets pxresp's.
+func Environ() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "PXRESP_") })
 }
 
 // stampReader notes when its last read returned.
