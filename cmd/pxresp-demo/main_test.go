@@ -129,10 +129,12 @@ func TestDemoKernelStandIn(t *testing.T) {
 func TestScenariosKernelStandIn(t *testing.T) {
 	privtest.Require(t)
 	for _, sc := range scenario.All() {
+		if sc.Name == "broken-l2-proxy" {
+			// The stand-in cannot read --config; internal/test/scenario
+			// holds that scenario to the kernel's proxy entries.
+			continue
+		}
 		t.Run(sc.Name, func(t *testing.T) {
-			if sc.Name == "broken-l2-proxy" {
-				t.Skip("the stand-in cannot read --config; internal/test/scenario tests the kernel's proxy entries")
-			}
 			code, out := runDemo(t, standIn, "--scenario", sc.Name)
 			if code != 0 || !passed.MatchString(out) || !strings.Contains(out, "namespaces removed (0 left)") {
 				t.Errorf("demo exit %d:\n%s", code, out)
