@@ -80,6 +80,16 @@ func (r *Rule) Compile() error {
 			return &fieldError{key: "mac", msg: fmt.Sprintf("%q: %v", r.MAC, err)}
 		}
 	}
+	for i, a := range r.Gateways {
+		if err := policy.CheckUnicast(a); err != nil {
+			return &fieldError{key: fmt.Sprintf("gateways[%d]", i), msg: fmt.Sprintf("%q: %v", a, err)}
+		}
+	}
+	for i, t := range r.Targets {
+		if err := policy.CheckTarget(t); err != nil {
+			return &fieldError{key: fmt.Sprintf("targets[%d]", i), msg: fmt.Sprintf("%q: %v", t, err)}
+		}
+	}
 	var err error
 	switch {
 	case len(r.Proxy) > 0:

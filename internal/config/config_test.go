@@ -195,8 +195,10 @@ func TestNewNamesBadValues(t *testing.T) {
 		{&Rule{Interfaces: []string{"cali*", ""}, Gateways: []netip.Addr{gw}}, `command line: rule 1: interfaces[1]: "": empty glob`},
 		{&Rule{Interfaces: []string{"cali*"}, Gateways: []netip.Addr{gw}, MAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}},
 			`command line: rule 1: mac: "01:00:5e:00:00:01": not a unicast address`},
-		{&Rule{Interfaces: []string{"cali*"}, Gateways: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
-			`gateway 127.0.0.1: not a unicast address`},
+		{&Rule{Interfaces: []string{"cali*"}, Gateways: []netip.Addr{gw, netip.MustParseAddr("127.0.0.1")}},
+			`command line: rule 1: gateways[1]: "127.0.0.1": not a unicast address`},
+		{&Rule{Interfaces: []string{"cali*"}, Targets: []netip.Prefix{netip.MustParsePrefix("::1/128")}},
+			`command line: rule 1: targets[0]: "::1/128": not an IPv4 prefix`},
 	} {
 		if _, err := New("command line", c.rule); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("New(%+v) = %v, want %q", c.rule, err, c.want)
@@ -231,3 +233,4 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
