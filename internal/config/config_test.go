@@ -233,4 +233,3 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
-
