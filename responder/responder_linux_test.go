@@ -153,6 +153,7 @@ func TestConformanceWithKernel(t *testing.T) {
 			t.Logf("%s: identical %d-byte replies", c.name, len(got))
 		}
 	}
+	waitFor(t, "the replies to be counted", func() bool { return r.Stats().Replies >= 4 })
 	st := r.Stats()
 	if st.Replies != 4 || st.Ignored[policy.Probe] != 1 || st.Ignored[policy.Gratuitous] != 1 || st.Ignored[policy.OwnAddress] != 1 {
 		t.Errorf("stats %+v", st)
@@ -194,6 +195,9 @@ func TestFilterAndMalformedFrames(t *testing.T) {
 			t.Fatalf("no reply to a good request after %x", f)
 		}
 	}
+	// The responder counts a reply once its send returned, which can be
+	// after the client read it.
+	waitFor(t, "the last reply to be counted", func() bool { return r.Stats().Replies >= 5 })
 	st := r.Stats()
 	if st.Malformed != 3 || st.Requests != 5 || st.Replies != 5 {
 		t.Errorf("stats %+v: want 3 malformed, 5 requests, 5 replies (replies and other hosts' frames filtered out)", st)
