@@ -22,6 +22,7 @@ import (
 
 	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
+	"github.com/pxresp/pxresp/internal/test/netmontest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -191,40 +192,14 @@ func isUp(want bool) func(Link) bool { return func(l Link) bool { return l.Up ==
 func watch(t *testing.T, ns *testNS, cfg netmon.Config) (m *netmon.Monitor, rec *recorder, stop func()) {
 	t.Helper()
 	cfg.Namespace = &ns.h
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	m, err := netmon.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m = netmontest.New(t, cfg)
 	rec = newRecorder()
 	w, err := New(Config[string]{Select: globs("cali*"), Handle: rec.handle, Logger: cfg.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Register(w)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- m.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-errc:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(time.Second):
-				t.Error("Run did not return within 1s of cancel")
-			}
-			rec.check(t)
-		})
-	}
-	t.Cleanup(stop)
-	return m, rec, stop
+	return m, rec, netmontest.Run(t, m, func() { rec.check(t) })
 }
 
 func TestNetnsLifecycle(t *testing.T) {

@@ -1,7 +1,6 @@
-package netmon
+package netmon_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,13 +13,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/netmon"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
+	"github.com/pxresp/pxresp/internal/test/netmontest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
 
-// Privileged tests: each runs a Monitor on a network namespace of its own
+// Privileged tests: each runs a netmon.Monitor on a network namespace of its own
 // (topotest.AddNS under a fresh prefix), changes things only inside it and
 // deletes it on every exit path.
 
@@ -31,7 +32,7 @@ func newNS(t *testing.T) *topo.NS {
 	return topotest.AddNS(t, topo.NewPrefix("pxnm")+"ns")
 }
 
-// recorder is a Consumer that keeps every call, described, for a test
+// recorder is a netmon.Consumer that keeps every call, described, for a test
 // to wait on; while gate is set, every call first waits for it to close.
 type recorder struct {
 	mu     sync.Mutex
@@ -59,7 +60,7 @@ func (r *recorder) add(s string) {
 	}
 }
 
-func (r *recorder) Resync(l *Listing) {
+func (r *recorder) Resync(l *netmon.Listing) {
 	var names []string
 	for _, x := range l.Links {
 		names = append(names, x.Attrs().Name)
@@ -73,8 +74,8 @@ func (r *recorder) Resync(l *Listing) {
 	r.add(fmt.Sprintf("resync links=%s routes=%s", strings.Join(names, ","), strings.Join(dsts, ",")))
 }
 
-func (r *recorder) Change(m *Message) {
-	s := "change " + MsgType(m.Type)
+func (r *recorder) Change(m *netmon.Message) {
+	s := "change " + netmon.MsgType(m.Type)
 	if m.Link != nil {
 		s += " " + m.Link.Attrs().Name
 	}
@@ -90,7 +91,7 @@ func (r *recorder) Lost(reason string) { r.add("lost " + reason) }
 // every one of subs; it fails the test after 5 s.
 func (r *recorder) waitFor(t *testing.T, subs ...string) string {
 	t.Helper()
-	deadline := time.After(timeout)
+	deadline := time.After(5 * time.Second)
 	for {
 		r.mu.Lock()
 		for i := r.cursor; i < len(r.calls); i++ {
@@ -115,48 +116,15 @@ func (r *recorder) waitFor(t *testing.T, subs ...string) string {
 	}
 }
 
-// run runs m until the test ends or the returned stop is called, which
-// checks that Run returns nil within a second.
-func run(t *testing.T, m *Monitor) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- m.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-errc:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(time.Second):
-				t.Error("Run did not return within 1s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-func monitorOn(t *testing.T, ns *topo.NS, cfg Config) *Monitor {
+func monitorOn(t *testing.T, ns *topo.NS, cfg netmon.Config) *netmon.Monitor {
 	t.Helper()
 	h, err := ns.Handle()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close() // the Monitor keeps its own duplicate
+	defer h.Close() // the netmon.Monitor keeps its own duplicate
 	cfg.Namespace = &h
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	m, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
+	return netmontest.New(t, cfg)
 }
 
 // Every group is delivered, links and routes decoded.
@@ -171,10 +139,10 @@ func TestKernelNotifications(t *testing.T) {
 	})
 	runtime.GC()
 	fds, gs := leakcheck.FDs(t), runtime.NumGoroutine()
-	m := monitorOn(t, ns, Config{})
+	m := monitorOn(t, ns, netmon.Config{})
 	rec := newRecorder()
 	m.Register(rec)
-	stop := run(t, m)
+	stop := netmontest.Run(t, m)
 	rec.waitFor(t, "resync links=caliA,lo,peerA routes=10.244.0.2/32@")
 
 	for _, step := range []struct {
@@ -212,10 +180,10 @@ func TestKernelNotifications(t *testing.T) {
 // listing shows what the lost notifications said.
 func TestKernelOverflow(t *testing.T) {
 	ns := newNS(t)
-	m := monitorOn(t, ns, Config{RecvBufSize: 1, RecvBufForce: true})
+	m := monitorOn(t, ns, netmon.Config{RecvBufSize: 1, RecvBufForce: true})
 	rec := newRecorder()
 	m.Register(rec)
-	run(t, m)
+	netmontest.Run(t, m)
 	rec.waitFor(t, "resync links=lo")
 	// Nothing reads the socket after its first batch until the burst is
 	// over.
@@ -253,10 +221,10 @@ func TestKernelOverflow(t *testing.T) {
 func TestKernelCurrentNamespace(t *testing.T) {
 	ns := newNS(t)
 	topotest.Batch(t, ns, []string{"link add caliX type veth peer name peerX"})
-	var m *Monitor
+	var m *netmon.Monitor
 	if err := ns.Do(func() error {
 		var err error
-		m, err = New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		m, err = netmon.New(netmon.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -264,7 +232,7 @@ func TestKernelCurrentNamespace(t *testing.T) {
 	t.Cleanup(func() { m.Close() })
 	rec := newRecorder()
 	m.Register(rec)
-	run(t, m)
+	netmontest.Run(t, m)
 	rec.waitFor(t, "resync links=caliX,lo,peerX")
 	topotest.Batch(t, ns, []string{"link set caliX up"})
 	rec.waitFor(t, "change newlink caliX")
