@@ -697,3 +697,21 @@ func TestExpand(t *testing.T) {
 		}
 	}
 }
+
+// wantDatapath is the datapath pxresp must run under the variant in file,
+// on the machines the tests run on (a kernel with tcx, bpf(2) allowed).
+func wantDatapath(file string) string {
+	if strings.Contains(file, "-ebpf") {
+		return "ebpf"
+	}
+	return "packet"
+}
+
+// checkDatapath requires pxresp's start log to name datapath want.
+func checkDatapath(t *testing.T, p *pxproc.Proc, want string) {
+	t.Helper()
+	l, ok := p.Find(pxproc.Has("datapath="))
+	if !ok || l.Attr("datapath") != want {
+		t.Errorf("datapath: %q, want %s; log:\n%s", l.Text, want, p.Log())
+	}
+}
