@@ -48,14 +48,16 @@ test:
 # plus each package's testdata/fuzz/ (internal/arpframe, responder); go test
 # keeps what a run finds in GOCACHE (copy from $(go env GOCACHE)/fuzz/... to
 # keep it), and writes a failing input to the package's testdata/fuzz/,
-# failing the run.
+# failing the run. responder/inkernel's FuzzProgram runs the eBPF program
+# in the kernel: as root (it skips otherwise, and fails with
+# PXRESP_PRIVILEGED=1 if it cannot).
 FUZZTIME ?= 1m
 # A count (Nx) rather than a duration: Go 1.26's fuzz coordinator can fail a
 # duration-bounded run with a spurious "context deadline exceeded" when its
 # deadline races a busy worker (golang/go#75804); a count has no deadline.
 FUZZMINIMIZETIME ?= 60s
 # Each entry is PACKAGE:TARGET.
-FUZZ_TARGETS := ./internal/arpframe:FuzzDecode ./responder:FuzzReply ./internal/config:FuzzParse
+FUZZ_TARGETS := ./internal/arpframe:FuzzDecode ./responder:FuzzReply ./internal/config:FuzzParse ./responder/inkernel:FuzzProgram
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; f=$${t##*:}; \

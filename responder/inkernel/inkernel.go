@@ -85,11 +85,40 @@ func (p *Program) Close() error {
 // defaults they have for responder.Listen; Router and Latency are ignored.
 // One interface is attached at most once per Program.
 func (p *Program) Attach(cfg responder.Config) (*Iface, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i, err := p.add(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	l, err := link.AttachTCX(link.TCXOptions{
+		Interface: cfg.Index,
+		Program:   p.objs.Pxresp,
+		Attach:    ebpf.AttachTCXIngress,
+		Anchor:    link.Head(),
+	})
+	if err != nil {
+		delete(p.ifaces, i.index)
+		return nil, errors.Join(fmt.Errorf("attach to %s (ifindex %d): %w", cfg.Name, cfg.Index, err), i.clear())
+	}
+	i.link = l
+	return i, nil
+}
+
+// add checks cfg, fills the maps for its interface and records it: Attach
+// without the link. The caller holds p.mu.
+func (p *Program) add(cfg *responder.Config) (*Iface, error) {
 	if cfg.Index <= 0 {
 		return nil, fmt.Errorf("in-kernel responder for %q: invalid ifindex %d", cfg.Name, cfg.Index)
 	}
 	if err := checkSettings(&cfg.Settings); err != nil {
 		return nil, fmt.Errorf("in-kernel responder for %q: %w", cfg.Name, err)
+	}
+	switch {
+	case p.closed:
+		return nil, fmt.Errorf("attach to %s: %w", cfg.Name, net.ErrClosed)
+	case p.ifaces[cfg.Index] != nil:
+		return nil, fmt.Errorf("attach to %s: ifindex %d is attached already", cfg.Name, cfg.Index)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -102,27 +131,9 @@ func (p *Program) Attach(cfg responder.Config) (*Iface, error) {
 		log:   log.With("iface", cfg.Name, "ifindex", cfg.Index),
 		done:  make(chan struct{}),
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch {
-	case p.closed:
-		return nil, fmt.Errorf("attach to %s: %w", cfg.Name, net.ErrClosed)
-	case p.ifaces[cfg.Index] != nil:
-		return nil, fmt.Errorf("attach to %s: ifindex %d is attached already", cfg.Name, cfg.Index)
-	}
-	if err := i.fill(&cfg); err != nil {
+	if err := i.fill(cfg); err != nil {
 		return nil, errors.Join(fmt.Errorf("attach to %s (ifindex %d): %w", cfg.Name, cfg.Index, err), i.clear())
 	}
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: cfg.Index,
-		Program:   p.objs.Pxresp,
-		Attach:    ebpf.AttachTCXIngress,
-		Anchor:    link.Head(),
-	})
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("attach to %s (ifindex %d): %w", cfg.Name, cfg.Index, err), i.clear())
-	}
-	i.link = l
 	p.ifaces[cfg.Index] = i
 	return i, nil
 }
@@ -146,7 +157,7 @@ type Iface struct {
 	index int
 	name  string
 	log   *slog.Logger
-	link  link.Link
+	link  link.Link     // nil only in tests that run the program without attaching it
 	done  chan struct{} // closed by Close
 
 	mu       sync.Mutex // serialises Apply, Close and the map updates
@@ -317,7 +328,7 @@ func (i *Iface) MAC() net.HardwareAddr {
 func (i *Iface) Bound() bool {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.closed {
+	if i.closed || i.link == nil {
 		return false
 	}
 	info, err := i.link.Info()
@@ -385,8 +396,10 @@ func (i *Iface) Close() error {
 	}
 	i.closed = true
 	var errs []error
-	if err := i.link.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("detach: %w", err))
+	if i.link != nil {
+		if err := i.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
 	}
 	i.final = i.read()
 	errs = append(errs, i.clear())

@@ -197,6 +197,7 @@ int pxresp(struct __sk_buff *skb)
 	__u8 sha[6], answer[6];
 	__be32 spa, tpa;
 	enum verdict v;
+	int for_us;
 
 	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
 	if (!ifc)
@@ -231,6 +232,18 @@ int pxresp(struct __sk_buff *skb)
 	}
 	if (proto != ETH_P_ARP)
 		return TCX_NEXT;
+
+	/*
+	 * Delivery. A frame sent to another host's unicast MAC is not counted,
+	 * malformed or not: the packet datapath's socket filter drops it
+	 * (PACKET_OTHERHOST) before pxresp reads it. A request sent to a
+	 * multicast MAC is counted, as not for us.
+	 */
+	eth = data;
+	for_us = mac_broadcast(eth->dst) || mac_eq(eth->dst, ifc->mac) || mac_eq(eth->dst, ifc->answer);
+	if (!for_us && !(eth->dst[0] & 1))
+		return TCX_NEXT;
+
 	if (skb->len < off + sizeof(struct arp_pkt)) {
 		c->malformed++;
 		return TCX_NEXT;
@@ -240,9 +253,8 @@ int pxresp(struct __sk_buff *skb)
 			return TCX_NEXT;
 		LOAD_BOUNDS(skb, data, data_end);
 	}
-	eth = data;
 	arp = data + off;
-	if ((void *)(arp + 1) > data_end || (void *)(eth + 1) > data_end)
+	if ((void *)(arp + 1) > data_end)
 		return TCX_NEXT;
 	if (arp->htype != bpf_htons(ARPHRD_ETHER) || arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != 6 || arp->plen != 4) {
 		c->malformed++;
@@ -254,16 +266,7 @@ int pxresp(struct __sk_buff *skb)
 		c->malformed++;
 		return TCX_NEXT;
 	}
-
-	/*
-	 * Delivery. A frame sent to another host's unicast MAC is not counted:
-	 * the packet datapath's socket filter drops it (PACKET_OTHERHOST)
-	 * before pxresp reads it. One sent to a multicast MAC is a request
-	 * that is not for us.
-	 */
-	if (!mac_broadcast(eth->dst) && !mac_eq(eth->dst, ifc->mac) && !mac_eq(eth->dst, ifc->answer)) {
-		if (!(eth->dst[0] & 1))
-			return TCX_NEXT;
+	if (!for_us) {
 		c->requests++;
 		c->ignored[VERDICT_NOT_FOR_US]++;
 		return TCX_NEXT;
