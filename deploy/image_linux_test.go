@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	corev1 "k8s.io/api/core/v1"
 
 	"golang.org/x/sys/unix"
@@ -629,19 +631,30 @@ func checkContainerDatapath(t *testing.T, pm podman, id, want string) {
 	t.Errorf("no datapath in the log, want %s:\n%s", want, log)
 }
 
-// checkTCX requires n tcx ingress programs on the host namespace's
-// interfaces (bpftool net show), one per pod interface.
+// checkTCX requires n tcx ingress programs in all on the host sides of
+// the topology's pods, queried from inside its host namespace.
 func checkTCX(t *testing.T, tp *topo.Topology, n int) {
 	t.Helper()
-	bpftool := privtest.Tool(t, "bpftool", "bpftool")
-	out := topotest.Exec(t, tp.Host, bpftool, "net", "show")
-	got := 0
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "tcx/ingress") {
-			got++
+	got := map[string]int{}
+	total := 0
+	if err := tp.Host.Do(func() error {
+		for _, p := range tp.Pods {
+			ifi, err := net.InterfaceByName(p.HostIf)
+			if err != nil {
+				return err
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.HostIf, err)
+			}
+			got[p.HostIf] = len(res.Programs)
+			total += len(res.Programs)
 		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if got != n {
-		t.Errorf("%d tcx ingress programs in the host namespace, want %d:\n%s", got, n, out)
+	if total != n {
+		t.Errorf("tcx ingress programs on the pods' host sides: %v, want %d in all", got, n)
 	}
 }
