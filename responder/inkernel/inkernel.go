@@ -25,6 +25,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/pxresp/pxresp/internal/ratelimit"
 	"github.com/pxresp/pxresp/policy"
@@ -52,6 +53,9 @@ type Program struct {
 func Load() (*Program, error) {
 	p := &Program{ifaces: make(map[int]*Iface)}
 	if err := loadPxrespObjects(&p.objs, nil); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("loading the eBPF program (it needs CAP_BPF and CAP_NET_ADMIN): %w", err)
+		}
 		return nil, fmt.Errorf("loading the eBPF program: %w", err)
 	}
 	return p, nil
