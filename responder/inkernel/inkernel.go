@@ -25,6 +25,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/pxresp/pxresp/internal/ratelimit"
@@ -46,6 +48,12 @@ type Program struct {
 	mu     sync.Mutex
 	ifaces map[int]*Iface // attached, by ifindex
 	closed bool
+	// The network namespace of the first Attach, the one the Program
+	// serves (its maps are keyed by ifindex): its ID, and a netlink handle
+	// opened in it, for Bound.
+	netns string
+	nl    *netlink.Handle
+	nlMu  sync.Mutex
 }
 
 // Load loads the program and creates its maps. It needs CAP_BPF and
@@ -79,6 +87,9 @@ func (p *Program) Close() error {
 		errs = append(errs, i.Close())
 	}
 	errs = append(errs, p.objs.Close())
+	if p.nl != nil {
+		p.nl.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -87,7 +98,8 @@ func (p *Program) Close() error {
 // network namespace of the calling thread. It uses cfg's Index, Name,
 // Settings, Logger, RateLimit, RateBurst and DryRun, with the meanings and
 // defaults they have for responder.Listen; Router and Latency are ignored.
-// One interface is attached at most once per Program.
+// A Program serves the network namespace of its first Attach: later ones
+// must be made there too, and one interface is attached at most once.
 func (p *Program) Attach(cfg responder.Config) (*Iface, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -124,6 +136,9 @@ func (p *Program) add(cfg *responder.Config) (*Iface, error) {
 	case p.ifaces[cfg.Index] != nil:
 		return nil, fmt.Errorf("attach to %s: ifindex %d is attached already", cfg.Name, cfg.Index)
 	}
+	if err := p.pinNetns(); err != nil {
+		return nil, fmt.Errorf("attach to %s: %w", cfg.Name, err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -140,6 +155,42 @@ func (p *Program) add(cfg *responder.Config) (*Iface, error) {
 	}
 	p.ifaces[cfg.Index] = i
 	return i, nil
+}
+
+// pinNetns records the calling thread's network namespace as the one p
+// serves, on the first call, and refuses another one later. The caller
+// holds p.mu.
+func (p *Program) pinNetns() error {
+	h, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("the calling thread's network namespace: %w", err)
+	}
+	defer h.Close()
+	id := h.UniqueId()
+	switch {
+	case p.netns == id:
+		return nil
+	case p.netns != "":
+		return fmt.Errorf("the program serves network namespace %s, not %s", p.netns, id)
+	}
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	p.netns, p.nl = id, nl
+	return nil
+}
+
+// inNetns reports whether the namespace p serves has an interface of
+// index ifindex.
+func (p *Program) inNetns(ifindex int) bool {
+	p.nlMu.Lock()
+	defer p.nlMu.Unlock()
+	if p.nl == nil {
+		return false
+	}
+	l, err := p.nl.LinkByIndex(ifindex)
+	return err == nil && l.Attrs().Index == ifindex
 }
 
 // checkSettings is responder's check, and the refusal of route mode.
@@ -327,8 +378,10 @@ func (i *Iface) MAC() net.HardwareAddr {
 	return slices.Clone(i.set.cfg.Answer[:])
 }
 
-// Bound reports whether the link is still attached to the interface: it
-// is not once the interface is gone, or after Close.
+// Bound reports whether the link is still attached to the interface in
+// the Program's network namespace: it is not once the interface is gone or
+// has left the namespace (a tcx link goes with its interface into another
+// namespace, where the program keeps running until Close), or after Close.
 func (i *Iface) Bound() bool {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -336,10 +389,10 @@ func (i *Iface) Bound() bool {
 		return false
 	}
 	info, err := i.link.Info()
-	if err != nil || info.TCX() == nil {
+	if err != nil || info.TCX() == nil || info.TCX().Ifindex != uint32(i.index) {
 		return false
 	}
-	return info.TCX().Ifindex == uint32(i.index)
+	return i.p.inNetns(i.index)
 }
 
 // Stats returns the interface's counters: the sum of the program's per-CPU
