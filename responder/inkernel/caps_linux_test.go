@@ -75,8 +75,8 @@ func TestLoadCapabilities(t *testing.T) {
 
 // TestServingCapabilities: once the program is loaded, serving needs no
 // capability at all: attaching it to a new interface (a tcx link made
-// from the loaded program's fd), Apply, Stats and Close, with an empty
-// effective set, and the new interface is answered. The kernel checks
+// from the loaded program's fd), Apply, Stats, Bound and Close, with an
+// empty effective set, and the new interface is answered. The kernel checks
 // CAP_BPF and CAP_NET_ADMIN when the program and the maps are created;
 // serving uses their file descriptors.
 func TestServingCapabilities(t *testing.T) {
@@ -128,6 +128,9 @@ func TestServingCapabilities(t *testing.T) {
 		}
 		if st := i.Stats(); st.Replies != 2 {
 			t.Errorf("stats without capabilities: %+v", st)
+		}
+		if !i.Bound() {
+			t.Error("Bound() = false without capabilities")
 		}
 		if err := i.Close(); err != nil {
 			t.Fatalf("Close without capabilities: %v", err)

@@ -1,16 +1,3 @@
-// Package inkernel answers ARP from a tc eBPF program, attached with tcx to
-// the ingress of each selected interface, instead of a userspace socket.
-// It takes what the packet datapath takes, responder.Config and
-// responder.Settings, gives back the same responder.Stats, and sends the
-// same replies: the kernel's proxy_arp reply, byte for byte, to the requests
-// policy.Decide answers in gateway mode. Route-mode policies stay on the
-// packet datapath (ErrRouteMode).
-//
-// Load loads the program and its maps once per process; Program.Attach
-// attaches it to one interface and returns an Iface, which has the methods
-// the daemon uses on a *responder.Responder. Loading needs CAP_BPF and
-// CAP_NET_ADMIN; see doc.go for the maps, the capabilities serving needs and
-// why tcx only.
 package inkernel
 
 import (
