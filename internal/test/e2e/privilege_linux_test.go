@@ -25,11 +25,11 @@ func checkTasks(t *testing.T, pid int, want procstat.Caps) {
 	procstat.CheckTasks(t, tasks, want)
 }
 
-// TestPrivilegesDroppedDaemon: the pxresp binary started as root, or as
-// nobody with more than CAP_NET_RAW, drops to CAP_NET_RAW on every thread
-// once ready, and still serves: a pod's kernel resolves the gateway and
-// pings through it, and a veth created after the drop is attached (a new
-// AF_PACKET socket) and answered.
+// TestPrivilegesDroppedDaemon: the pxresp binary on the AF_PACKET datapath,
+// started as root, or as nobody with more than CAP_NET_RAW, drops to
+// CAP_NET_RAW on every thread once ready, and still serves: a pod's kernel
+// resolves the gateway and pings through it, and a veth created after the
+// drop is attached (a new AF_PACKET socket) and answered.
 func TestPrivilegesDroppedDaemon(t *testing.T) {
 	tp := newTopo(t, 1)
 	all := procstat.AllCaps(t)
@@ -45,7 +45,9 @@ func TestPrivilegesDroppedDaemon(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			p := startPxrespAs(t, tp, c.wrapper, "--iface", "cali*", "--gw", "169.254.1.1")
+			// The AF_PACKET datapath's capabilities; TestDatapathEBPF
+			// checks the eBPF datapath's.
+			p := startPxrespAs(t, tp, c.wrapper, "--datapath", "packet", "--iface", "cali*", "--gw", "169.254.1.1")
 			p.WaitT(t, pxproc.Has(`msg="privileges dropped"`), 1)
 			checkTasks(t, p.Pid(), c.want)
 
