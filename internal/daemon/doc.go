@@ -4,8 +4,8 @@
 // interface (attach, Apply in place, detach) on the datapath chosen at
 // start (Datapath: an AF_PACKET responder, or the eBPF program for
 // gateway-mode rules), reloads the configuration on request, serves
-// metrics and health, and drops every capability serving does not need
-// once the first interfaces are attached.
+// metrics and health, and drops every capability but CAP_NET_RAW once the
+// first interfaces are attached.
 //
 // Run returns when its context is done, after every listener has closed;
 // it returns an error only when it cannot start or netlink fails for good.

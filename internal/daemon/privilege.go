@@ -10,47 +10,42 @@ import (
 	"kernel.org/pub/linux/libs/security/libcap/cap"
 )
 
-// servingCaps are the capabilities that serving on datapath dp needs once
-// the daemon is ready: CAP_NET_RAW for the AF_PACKET socket of every
+// dropPrivileges keeps CAP_NET_RAW and gives up every other capability, for
+// good. The daemon calls it once, after its initial interfaces are
+// attached; it still needs CAP_NET_RAW for the AF_PACKET socket of every
 // interface that appears later (on the eBPF datapath, those of route-mode
-// rules), and on the eBPF datapath CAP_NET_ADMIN and CAP_BPF to attach the
-// program to them (a tcx link) and fill its maps.
-func servingCaps(dp Datapath) []cap.Value {
-	if dp == EBPF {
-		return []cap.Value{cap.NET_ADMIN, cap.NET_RAW, cap.BPF}
-	}
-	return []cap.Value{cap.NET_RAW}
-}
-
-// dropPrivileges keeps the capabilities of serve that the process holds
-// and gives up every other one, for good. The daemon calls it once, after
-// its initial interfaces are attached, with servingCaps.
+// rules). The eBPF datapath needs nothing more once its program is loaded:
+// the kernel checks CAP_BPF and CAP_NET_ADMIN when a program is loaded and
+// its maps are created, not when the program's file descriptor attaches it
+// to an interface (a tcx link) nor when a map is updated through its own.
 //
 // Afterwards, on every thread of the process: the permitted and effective
-// sets are those of serve held before, the inheritable and ambient sets
-// are empty, the bounding set is the same if CAP_SETPCAP was held (without
-// it the kernel refuses to shrink it), and no_new_privs is set, so no
-// execve can regain anything. The user ID does not change.
+// sets are {CAP_NET_RAW} (or empty, if it was not held), the inheritable and
+// ambient sets are empty, the bounding set is {CAP_NET_RAW} if CAP_SETPCAP
+// was held (without it the kernel refuses to shrink it), and no_new_privs is
+// set, so no execve can regain anything. The user ID does not change.
 //
-// A process that holds nothing outside serve already (a non-root user with
-// the ambient capabilities, as the systemd unit and the DaemonSet start
+// A process that holds nothing but CAP_NET_RAW already (a non-root user
+// with the ambient capability, as the systemd unit and the DaemonSet start
 // it) is left alone. It logs one info line either way, with the
 // capabilities before and after.
 //
 // The capability calls go through libcap's psx mechanism, which repeats them
 // on every OS thread: Linux keeps capabilities per thread, and the Go
 // runtime runs goroutines on all of them.
-func dropPrivileges(log *slog.Logger, serve []cap.Value) error {
+func dropPrivileges(log *slog.Logger) error {
 	before, err := readPrivileges()
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(before.permitted, func(v cap.Value) bool { return !slices.Contains(serve, v) }) {
+	if !slices.ContainsFunc(before.permitted, func(v cap.Value) bool { return v != cap.NET_RAW }) {
 		log.Info("privileges already minimal", "caps", before)
 		return nil
 	}
-	// In ascending order, as readPrivileges lists them.
-	keep := slices.DeleteFunc(slices.Clone(before.permitted), func(v cap.Value) bool { return !slices.Contains(serve, v) })
+	keep := []cap.Value{}
+	if slices.Contains(before.permitted, cap.NET_RAW) {
+		keep = append(keep, cap.NET_RAW)
+	}
 	// Inheritable and ambient sets emptied, and, with CAP_SETPCAP, the
 	// bounding set cut down to what is kept. This goes first: it needs
 	// CAP_SETPCAP, which the next step gives up.

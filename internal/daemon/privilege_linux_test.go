@@ -19,8 +19,7 @@ import (
 )
 
 // dropChildEnv makes the test binary a child that calls dropPrivileges
-// (see init below) instead of running tests, keeping what serving on the
-// datapath it names needs.
+// (see init below) instead of running tests.
 const dropChildEnv = "PXRESP_TEST_DROP_PRIVILEGES"
 
 // dropReport is what the child prints on stdout.
@@ -37,15 +36,15 @@ type dropReport struct {
 }
 
 func init() {
-	if dp := os.Getenv(dropChildEnv); dp != "" {
-		os.Exit(dropChild(Datapath(dp)))
+	if os.Getenv(dropChildEnv) == "1" {
+		os.Exit(dropChild())
 	}
 }
 
 // dropChild runs in the re-executed test binary: it makes extra OS threads,
-// drops privileges for serving on dp, and reports every thread's
-// capabilities and whether AF_PACKET sockets still open.
-func dropChild(dp Datapath) int {
+// drops privileges, and reports every thread's capabilities and whether
+// AF_PACKET sockets still open.
+func dropChild() int {
 	// Threads of our own besides the runtime's: psx must reach them all.
 	release := make(chan struct{})
 	started := make(chan struct{})
@@ -60,7 +59,7 @@ func dropChild(dp Datapath) int {
 		<-started
 	}
 	var rep dropReport
-	if err := dropPrivileges(slog.New(slog.NewTextHandler(os.Stderr, nil)), servingCaps(dp)); err != nil {
+	if err := dropPrivileges(slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
 		rep.Err = err.Error()
 	}
 	rep.Tasks = map[string]map[string]string{}
@@ -104,54 +103,35 @@ func TestDropPrivileges(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name     string
-		datapath Datapath
-		wrapper  []string
-		want     procstat.Caps
-		log      []string // substrings of the log
-		packet   bool     // an AF_PACKET socket opens after the drop
+		name    string
+		wrapper []string
+		want    procstat.Caps
+		log     []string // substrings of the log
+		packet  bool     // an AF_PACKET socket opens after the drop
 	}{
-		{"root", Packet, nil,
+		{"root", nil,
 			procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: procstat.NetRawMask, NoNewPrivs: 1},
 			[]string{`msg="privileges dropped"`, "before.inheritable=none", "before.ambient=none", "before.no_new_privs=false",
 				"after.permitted=cap_net_raw", "after.effective=cap_net_raw", "after.inheritable=none",
 				"after.ambient=none", "after.bounding=cap_net_raw", "after.no_new_privs=true"}, true},
 		// Without CAP_SETPCAP the kernel keeps the bounding set as it is.
-		{"root without CAP_SETPCAP", Packet, []string{"setpriv", "--bounding-set", "-setpcap"},
+		{"root without CAP_SETPCAP", []string{"setpriv", "--bounding-set", "-setpcap"},
 			procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: all &^ procstat.SetpcapBit, NoNewPrivs: 1},
 			[]string{`msg="privileges dropped"`, "after.permitted=cap_net_raw"}, true},
-		{"nobody with CAP_NET_RAW and CAP_NET_ADMIN", Packet,
+		{"nobody with CAP_NET_RAW and CAP_NET_ADMIN",
 			append(procstat.AsNobody[:len(procstat.AsNobody):len(procstat.AsNobody)], "--inh-caps", "-all,+net_raw,+net_admin", "--ambient-caps", "-all,+net_raw,+net_admin"),
 			procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: all, NoNewPrivs: 1},
 			[]string{`msg="privileges dropped"`, "before.permitted=cap_net_admin,cap_net_raw", "before.ambient=cap_net_admin,cap_net_raw",
 				"after.permitted=cap_net_raw", "after.ambient=none"}, true},
 		// Already minimal: nothing changes.
-		{"nobody with CAP_NET_RAW only", Packet,
+		{"nobody with CAP_NET_RAW only",
 			append(procstat.AsNobody[:len(procstat.AsNobody):len(procstat.AsNobody)], "--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw"),
 			procstat.Caps{Inh: procstat.NetRawMask, Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: all, Amb: procstat.NetRawMask},
 			[]string{`msg="privileges already minimal"`, "caps.permitted=cap_net_raw", "caps.ambient=cap_net_raw"}, true},
-		{"nobody without capabilities", Packet,
+		{"nobody without capabilities",
 			append(procstat.AsNobody[:len(procstat.AsNobody):len(procstat.AsNobody)], "--inh-caps", "-all"),
 			procstat.Caps{Bnd: all},
 			[]string{`msg="privileges already minimal"`, "caps.permitted=none"}, false},
-		// The eBPF datapath keeps CAP_NET_ADMIN and CAP_BPF besides.
-		{"root, eBPF", EBPF, nil,
-			procstat.Caps{Prm: procstat.EBPFMask, Eff: procstat.EBPFMask, Bnd: procstat.EBPFMask, NoNewPrivs: 1},
-			[]string{`msg="privileges dropped"`, "after.permitted=cap_net_admin,cap_net_raw,cap_bpf",
-				"after.effective=cap_net_admin,cap_net_raw,cap_bpf", "after.inheritable=none", "after.ambient=none",
-				"after.bounding=cap_net_admin,cap_net_raw,cap_bpf", "after.no_new_privs=true"}, true},
-		{"nobody with CAP_NET_RAW, CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN, eBPF", EBPF,
-			append(procstat.AsNobody[:len(procstat.AsNobody):len(procstat.AsNobody)], "--inh-caps", "-all,+net_raw,+net_admin,+bpf,+sys_admin",
-				"--ambient-caps", "-all,+net_raw,+net_admin,+bpf,+sys_admin"),
-			procstat.Caps{Prm: procstat.EBPFMask, Eff: procstat.EBPFMask, Bnd: all, NoNewPrivs: 1},
-			[]string{`msg="privileges dropped"`, "before.permitted=cap_net_admin,cap_net_raw,cap_sys_admin,cap_bpf",
-				"after.permitted=cap_net_admin,cap_net_raw,cap_bpf", "after.ambient=none"}, true},
-		// Already minimal for the eBPF datapath: nothing changes.
-		{"nobody with CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF, eBPF", EBPF,
-			append(procstat.AsNobody[:len(procstat.AsNobody):len(procstat.AsNobody)], "--inh-caps", "-all,+net_raw,+net_admin,+bpf",
-				"--ambient-caps", "-all,+net_raw,+net_admin,+bpf"),
-			procstat.Caps{Inh: procstat.EBPFMask, Prm: procstat.EBPFMask, Eff: procstat.EBPFMask, Bnd: all, Amb: procstat.EBPFMask},
-			[]string{`msg="privileges already minimal"`, "caps.permitted=cap_net_admin,cap_net_raw,cap_bpf"}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -160,7 +140,7 @@ func TestDropPrivileges(t *testing.T) {
 			argv = append(argv, exe, "-test.run=^$")
 			cmd := exec.CommandContext(ctx, "ip", argv...)
 			// GORACE: no 1 s sleep at exit in a -race build.
-			cmd.Env = append(os.Environ(), dropChildEnv+"="+string(c.datapath), "GORACE=atexit_sleep_ms=0")
+			cmd.Env = append(os.Environ(), dropChildEnv+"=1", "GORACE=atexit_sleep_ms=0")
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()
@@ -186,10 +166,8 @@ func TestDropPrivileges(t *testing.T) {
 			if opened := rep.Packet == ""; opened != c.packet {
 				t.Errorf("AF_PACKET socket after the drop: %q, want it to open: %v", rep.Packet, c.packet)
 			}
-			// SO_RCVBUFFORCE needs CAP_NET_ADMIN, which only the eBPF
-			// datapath keeps.
-			if wantEPERM := c.datapath == Packet; c.packet && strings.Contains(rep.RcvBufForce, "operation not permitted") != wantEPERM {
-				t.Errorf("SO_RCVBUFFORCE after the drop: %q, want EPERM: %v (CAP_NET_ADMIN is kept on the eBPF datapath only)", rep.RcvBufForce, wantEPERM)
+			if c.packet && !strings.Contains(rep.RcvBufForce, "operation not permitted") {
+				t.Errorf("SO_RCVBUFFORCE after the drop: %q, want EPERM (CAP_NET_ADMIN is gone)", rep.RcvBufForce)
 			}
 			t.Logf("%d threads; log: %s", len(rep.Tasks), strings.TrimSpace(stderr.String()))
 		})

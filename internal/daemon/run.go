@@ -39,9 +39,9 @@ type Options struct {
 	Datapath Datapath
 	// Version is reported in the log and in pxresp_build_info.
 	Version string
-	// DropPrivileges drops every capability that serving does not need
-	// (servingCaps) once the first interfaces are attached. Tests running
-	// the daemon inside their own process leave it off.
+	// DropPrivileges drops every capability but CAP_NET_RAW once the
+	// first interfaces are attached (dropPrivileges). Tests running the
+	// daemon inside their own process leave it off.
 	DropPrivileges bool
 }
 
@@ -161,7 +161,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 		}
 		log.Info("ready", "attached", d.snapshot().Attached)
 		if o.DropPrivileges {
-			if err := dropPrivileges(log, servingCaps(dp)); err != nil {
+			if err := dropPrivileges(log); err != nil {
 				cancel(fmt.Errorf("dropping privileges: %w", err))
 			}
 		}

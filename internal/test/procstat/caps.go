@@ -14,9 +14,8 @@ import (
 const (
 	NetRawMask = 1 << unix.CAP_NET_RAW // 0x2000
 	SetpcapBit = 1 << unix.CAP_SETPCAP
-	// EBPFMask is what the eBPF datapath keeps while serving: CAP_NET_RAW,
-	// CAP_NET_ADMIN and CAP_BPF.
-	EBPFMask = NetRawMask | 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_BPF
+	// NetAdminMask is CAP_NET_ADMIN's bit.
+	NetAdminMask = 1 << unix.CAP_NET_ADMIN
 )
 
 // AsNobody is the setpriv prefix that runs a command as nobody (65534).
