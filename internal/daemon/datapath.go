@@ -33,8 +33,9 @@ func ParseDatapath(s string) (Datapath, error) {
 // chooseDatapath resolves want to the datapath that runs, and why:
 // "requested", or for Auto "auto: " and what is missing. supported reports
 // whether the eBPF datapath can run (nil) or what it lacks; Packet never
-// calls it. EBPF without support is an error naming what is missing.
-func chooseDatapath(want Datapath, supported func() error) (Datapath, string, error) {
+// calls it. EBPF without support is an error naming what is missing. Auto
+// in a dry run is Packet: only it logs each would-be reply.
+func chooseDatapath(want Datapath, dryRun bool, supported func() error) (Datapath, string, error) {
 	switch want {
 	case Packet:
 		return Packet, "requested", nil
@@ -44,6 +45,9 @@ func chooseDatapath(want Datapath, supported func() error) (Datapath, string, er
 		}
 		return EBPF, "requested", nil
 	case Auto, "":
+		if dryRun {
+			return Packet, "auto: --dry-run logs each would-be reply, which the eBPF program does not", nil
+		}
 		if err := supported(); err != nil {
 			return Packet, "auto: " + err.Error(), nil
 		}

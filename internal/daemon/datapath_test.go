@@ -18,23 +18,26 @@ func TestChooseDatapath(t *testing.T) {
 	noBPF := errors.New("CAP_BPF not held")
 	for _, c := range []struct {
 		want      Datapath
+		dryRun    bool
 		supported error
 		dp        Datapath
 		reason    string
 		err       string // a substring; "" for none
 		asked     bool   // supported is called
 	}{
-		{Packet, nil, Packet, "requested", "", false},
-		{Packet, noBPF, Packet, "requested", "", false},
-		{EBPF, nil, EBPF, "requested", "", true},
-		{EBPF, noBPF, "", "", "the eBPF datapath (--datapath ebpf) cannot run: CAP_BPF not held", true},
-		{Auto, nil, EBPF, "auto: the kernel and the capabilities allow it", "", true},
-		{Auto, noBPF, Packet, "auto: CAP_BPF not held", "", true},
-		{"", noBPF, Packet, "auto: CAP_BPF not held", "", true}, // Options' zero value
-		{"xdp", nil, "", "", `unknown datapath "xdp"`, false},
+		{Packet, false, nil, Packet, "requested", "", false},
+		{Packet, false, noBPF, Packet, "requested", "", false},
+		{EBPF, false, nil, EBPF, "requested", "", true},
+		{EBPF, true, nil, EBPF, "requested", "", true},
+		{EBPF, false, noBPF, "", "", "the eBPF datapath (--datapath ebpf) cannot run: CAP_BPF not held", true},
+		{Auto, false, nil, EBPF, "auto: the kernel and the capabilities allow it", "", true},
+		{Auto, false, noBPF, Packet, "auto: CAP_BPF not held", "", true},
+		{Auto, true, nil, Packet, "auto: --dry-run logs each would-be reply, which the eBPF program does not", "", false},
+		{"", false, noBPF, Packet, "auto: CAP_BPF not held", "", true}, // Options' zero value
+		{"xdp", false, nil, "", "", `unknown datapath "xdp"`, false},
 	} {
 		asked := false
-		dp, reason, err := chooseDatapath(c.want, func() error { asked = true; return c.supported })
+		dp, reason, err := chooseDatapath(c.want, c.dryRun, func() error { asked = true; return c.supported })
 		if dp != c.dp || reason != c.reason || asked != c.asked {
 			t.Errorf("%q with support %v: %q (%q), asked %v; want %q (%q), asked %v", c.want, c.supported, dp, reason, asked, c.dp, c.reason, c.asked)
 		}

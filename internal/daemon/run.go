@@ -59,7 +59,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 	if err := responder.CheckPermission(); err != nil {
 		return err
 	}
-	dp, why, err := chooseDatapath(o.Datapath, ebpfSupported)
+	dp, why, err := chooseDatapath(o.Datapath, o.DryRun, ebpfSupported)
 	if err != nil {
 		return err
 	}
