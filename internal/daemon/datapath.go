@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/pxresp/pxresp/internal/config"
@@ -9,9 +10,10 @@ import (
 
 // Datapath is how pxresp answers: Packet reads each request from an
 // AF_PACKET socket and writes the reply (CAP_NET_RAW); EBPF answers
-// gateway-mode rules from a tc program in the kernel (CAP_BPF and
-// CAP_NET_ADMIN besides), and route-mode rules as Packet does. Auto is
-// EBPF where this process and its kernel allow it, Packet elsewhere.
+// gateway-mode rules from a tc program in the kernel (loading it needs
+// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), and route-mode rules as Packet
+// does. Auto is EBPF where this process and its kernel allow it, Packet
+// elsewhere.
 type Datapath string
 
 // The values of --datapath.
@@ -27,7 +29,7 @@ func ParseDatapath(s string) (Datapath, error) {
 	case Auto, Packet, EBPF:
 		return d, nil
 	}
-	return "", fmt.Errorf("want auto, packet or ebpf")
+	return "", errors.New("want auto, packet or ebpf")
 }
 
 // chooseDatapath resolves want to the datapath that runs, and why:
