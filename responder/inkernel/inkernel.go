@@ -1,16 +1,3 @@
-// Package inkernel answers ARP from a tc eBPF program, attached with tcx to
-// the ingress of each selected interface, instead of a userspace socket.
-// It takes what the packet datapath takes, responder.Config and
-// responder.Settings, gives back the same responder.Stats, and sends the
-// same replies: the kernel's proxy_arp reply, byte for byte, to the requests
-// policy.Decide answers in gateway mode. Route-mode policies stay on the
-// packet datapath (ErrRouteMode).
-//
-// Load loads the program and its maps once per process; Program.Attach
-// attaches it to one interface and returns an Iface, which has the methods
-// the daemon uses on a *responder.Responder. Loading needs CAP_BPF and
-// CAP_NET_ADMIN; see doc.go for the maps, the capabilities serving needs and
-// why tcx only.
 package inkernel
 
 import (
@@ -25,6 +12,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/pxresp/pxresp/internal/ratelimit"
 	"github.com/pxresp/pxresp/policy"
@@ -45,6 +35,12 @@ type Program struct {
 	mu     sync.Mutex
 	ifaces map[int]*Iface // attached, by ifindex
 	closed bool
+	// The network namespace of the first Attach, the one the Program
+	// serves (its maps are keyed by ifindex): its ID, and a netlink handle
+	// opened in it, for Bound.
+	netns string
+	nl    *netlink.Handle
+	nlMu  sync.Mutex
 }
 
 // Load loads the program and creates its maps. It needs CAP_BPF and
@@ -52,6 +48,9 @@ type Program struct {
 func Load() (*Program, error) {
 	p := &Program{ifaces: make(map[int]*Iface)}
 	if err := loadPxrespObjects(&p.objs, nil); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("loading the eBPF program (it needs CAP_BPF and CAP_NET_ADMIN): %w", err)
+		}
 		return nil, fmt.Errorf("loading the eBPF program: %w", err)
 	}
 	return p, nil
@@ -75,6 +74,9 @@ func (p *Program) Close() error {
 		errs = append(errs, i.Close())
 	}
 	errs = append(errs, p.objs.Close())
+	if p.nl != nil {
+		p.nl.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -83,7 +85,8 @@ func (p *Program) Close() error {
 // network namespace of the calling thread. It uses cfg's Index, Name,
 // Settings, Logger, RateLimit, RateBurst and DryRun, with the meanings and
 // defaults they have for responder.Listen; Router and Latency are ignored.
-// One interface is attached at most once per Program.
+// A Program serves the network namespace of its first Attach: later ones
+// must be made there too, and one interface is attached at most once.
 func (p *Program) Attach(cfg responder.Config) (*Iface, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -120,6 +123,9 @@ func (p *Program) add(cfg *responder.Config) (*Iface, error) {
 	case p.ifaces[cfg.Index] != nil:
 		return nil, fmt.Errorf("attach to %s: ifindex %d is attached already", cfg.Name, cfg.Index)
 	}
+	if err := p.pinNetns(); err != nil {
+		return nil, fmt.Errorf("attach to %s: %w", cfg.Name, err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -136,6 +142,42 @@ func (p *Program) add(cfg *responder.Config) (*Iface, error) {
 	}
 	p.ifaces[cfg.Index] = i
 	return i, nil
+}
+
+// pinNetns records the calling thread's network namespace as the one p
+// serves, on the first call, and refuses another one later. The caller
+// holds p.mu.
+func (p *Program) pinNetns() error {
+	h, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("the calling thread's network namespace: %w", err)
+	}
+	defer h.Close()
+	id := h.UniqueId()
+	switch {
+	case p.netns == id:
+		return nil
+	case p.netns != "":
+		return fmt.Errorf("the program serves network namespace %s, not %s", p.netns, id)
+	}
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	p.netns, p.nl = id, nl
+	return nil
+}
+
+// inNetns reports whether the namespace p serves has an interface of
+// index ifindex.
+func (p *Program) inNetns(ifindex int) bool {
+	p.nlMu.Lock()
+	defer p.nlMu.Unlock()
+	if p.nl == nil {
+		return false
+	}
+	l, err := p.nl.LinkByIndex(ifindex)
+	return err == nil && l.Attrs().Index == ifindex
 }
 
 // checkSettings is responder's check, and the refusal of route mode.
@@ -323,8 +365,10 @@ func (i *Iface) MAC() net.HardwareAddr {
 	return slices.Clone(i.set.cfg.Answer[:])
 }
 
-// Bound reports whether the link is still attached to the interface: it
-// is not once the interface is gone, or after Close.
+// Bound reports whether the link is still attached to the interface in
+// the Program's network namespace: it is not once the interface is gone or
+// has left the namespace (a tcx link goes with its interface into another
+// namespace, where the program keeps running until Close), or after Close.
 func (i *Iface) Bound() bool {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -332,10 +376,10 @@ func (i *Iface) Bound() bool {
 		return false
 	}
 	info, err := i.link.Info()
-	if err != nil || info.TCX() == nil {
+	if err != nil || info.TCX() == nil || info.TCX().Ifindex != uint32(i.index) {
 		return false
 	}
-	return info.TCX().Ifindex == uint32(i.index)
+	return i.p.inNetns(i.index)
 }
 
 // Stats returns the interface's counters: the sum of the program's per-CPU

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/conformance"
+	"github.com/pxresp/pxresp/internal/test/hostile"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 	"github.com/pxresp/pxresp/policy"
@@ -117,4 +119,71 @@ func TestGatewayLikeKernel(t *testing.T) {
 	if !bytes.Equal(i.MAC(), topo.GatewayMAC) {
 		t.Errorf("MAC() = %v, want %v", i.MAC(), topo.GatewayMAC)
 	}
+}
+
+// counts returns the counters of s that the conformance tables check.
+func counts(s responder.Stats) conformance.Counts {
+	return conformance.Counts{Requests: s.Requests, Replies: s.Replies, Ignored: s.Ignored}
+}
+
+// runConformance runs a shared table of internal/test/conformance on the
+// program: the kernel's replies, byte for byte, the same silences, exact
+// counters.
+func runConformance(t *testing.T, tp *topo.Topology, tab conformance.Table) {
+	t.Helper()
+	p := load(t)
+	var i *Iface
+	conformance.Run(t, tp, tab, func(pol *policy.Policy, onLink []netip.Prefix) {
+		i = attachTo(t, p, tp, tab.Pod, func(c *responder.Config) { c.Policy, c.OnLink = pol, onLink })
+	})
+	conformance.Wait(t, tab.Want, func() conformance.Counts { return counts(i.Stats()) })
+}
+
+// TestConformanceWithKernel: proxy_arp's cases (conformance.Proxy).
+func TestConformanceWithKernel(t *testing.T) {
+	tp := topotest.New(t, 2, "pxik")
+	runConformance(t, tp, conformance.Proxy(t, tp))
+}
+
+// TestVLANAndMulticastLikeKernel: VLAN tags and multicast
+// (conformance.VLAN).
+func TestVLANAndMulticastLikeKernel(t *testing.T) {
+	tp := topotest.New(t, 1, "pxik")
+	runConformance(t, tp, conformance.VLAN(t, tp))
+}
+
+// newHostileRig is the shared hostile-frame rig with the program on the
+// pod's host side.
+func newHostileRig(t *testing.T, override net.HardwareAddr) (*hostile.Rig[responder.Stats], *Iface) {
+	t.Helper()
+	p := load(t)
+	var i *Iface
+	h := hostile.NewRig(t, "pxik", override, func(tp *topo.Topology, pod *topo.Pod, pol *policy.Policy) func() responder.Stats {
+		i = attachTo(t, p, tp, pod, func(c *responder.Config) { c.Policy, c.Override = pol, override })
+		return i.Stats
+	}, addStats)
+	return h, i
+}
+
+// addStats returns want with the counters of one frame of fate c.Fate
+// added.
+func addStats(want responder.Stats, c hostile.Case) responder.Stats {
+	switch c.Fate {
+	case hostile.Answered:
+		want.Requests++
+		want.Replies++
+	case hostile.Malformed:
+		want.Malformed++
+	case hostile.Ignored:
+		want.Requests++
+		want.Ignored[c.Verdict]++
+	}
+	return want
+}
+
+// TestHostileFramesOnVeth runs the shared table of hostile frames
+// (hostile.Rig.RunTable) on the program.
+func TestHostileFramesOnVeth(t *testing.T) {
+	h, _ := newHostileRig(t, nil)
+	h.RunTable(t)
 }
