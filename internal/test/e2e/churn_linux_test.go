@@ -114,7 +114,8 @@ func TestInterfaceChurn(t *testing.T) {
 	start := time.Now()
 	tp := newTopo(t, 2)
 	churnNS := topotest.AddNS(t, tp.Prefix+"churn")
-	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
+	// The AF_PACKET datapath: the test counts its sockets.
+	p := startPxresp(t, tp, "--datapath", "packet", "--iface", "cali*", "--gw", "169.254.1.1")
 	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	base := snapshot(t, p)
 	t.Logf("before: %v", base)

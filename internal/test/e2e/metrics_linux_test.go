@@ -126,7 +126,8 @@ func TestMetricsEndToEnd(t *testing.T) {
 	// Open before pxresp starts: each client sees every reply its pod gets.
 	ca, cb := topotest.Client(t, a), topotest.Client(t, b)
 
-	p := startPxresp(t, tp, "--iface", "cali*", "--gw", topo.Gateway.String(),
+	// The AF_PACKET datapath: the test predicts its socket counters too.
+	p := startPxresp(t, tp, "--datapath", "packet", "--iface", "cali*", "--gw", topo.Gateway.String(),
 		"--target", topo.PodCIDR.String(), "--metrics-addr", addr)
 	p.WaitT(t, pxproc.Has("msg=ready"), 1)
 	for _, c := range []struct{ path, body string }{{"/healthz", "ok\n"}, {"/readyz", "ready\n"}} {

@@ -252,12 +252,14 @@ func TestSIGHUPWithoutConfig(t *testing.T) {
 }
 
 // TestDryRun: --dry-run decides and logs what it would answer and sends
-// nothing, so the pod stays unanswered.
+// nothing, so the pod stays unanswered. --datapath auto runs it on the
+// AF_PACKET datapath, which logs each would-be reply.
 func TestDryRun(t *testing.T) {
 	tp := newTopo(t, 1)
 	a := tp.Pods[0]
 	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--dry-run")
 	p.WaitT(t, pxproc.Has("msg=ready"), 1)
+	p.WaitT(t, pxproc.Has("msg=datapath", "datapath=packet"), 1)
 	ca := topotest.Client(t, a)
 	if answered(t, ca, a, gw1, 300*time.Millisecond) {
 		t.Fatal("a dry run answered")

@@ -109,7 +109,8 @@ func stormCPUTicks(t *testing.T, pid int) int64 {
 func TestStormContainment(t *testing.T) {
 	tp := newTopo(t, 2)
 	a, b := tp.Pods[0], tp.Pods[1]
-	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--rate-limit", strconv.Itoa(stormLimit))
+	// The AF_PACKET datapath: the test reads its storm shedding counters.
+	p := startPxresp(t, tp, "--datapath", "packet", "--iface", "cali*", "--gw", "169.254.1.1", "--rate-limit", strconv.Itoa(stormLimit))
 	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	pid := p.Pid() // ip netns exec execs pxresp in place
 	ca, cb := topotest.Client(t, a), topotest.Client(t, b)
