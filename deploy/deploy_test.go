@@ -111,14 +111,15 @@ var units = []unit{
 		filter: []string{"@system-service", "~@privileged"},
 	},
 	{
-		// CAP_BPF, CAP_NET_ADMIN and bpf(2) in @privileged cost 0.3.
+		// CAP_BPF, CAP_NET_ADMIN, and bpf(2) and capset(2) from
+		// @privileged cost 0.3.
 		file: "pxresp-ebpf.service", maxExposure: 2.0,
 		want: map[string]string{
 			"ExecStart":             "/usr/local/bin/pxresp --config /etc/pxresp/config.yaml --datapath auto",
-			"CapabilityBoundingSet": "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW",
-			"AmbientCapabilities":   "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW",
+			"CapabilityBoundingSet": "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON",
+			"AmbientCapabilities":   "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON",
 		},
-		filter: []string{"@system-service", "~@privileged", "bpf"},
+		filter: []string{"@system-service", "~@privileged", "bpf capset"},
 	},
 }
 
@@ -323,7 +324,7 @@ type daemonSet struct {
 // --datapath flag (TestDaemonSetVariants).
 var daemonSets = []daemonSet{
 	{"daemonset.yaml", []corev1.Capability{"NET_RAW"}},
-	{"daemonset-ebpf.yaml", []corev1.Capability{"BPF", "NET_ADMIN", "NET_RAW"}},
+	{"daemonset-ebpf.yaml", []corev1.Capability{"BPF", "NET_ADMIN", "NET_RAW", "PERFMON"}},
 }
 
 // TestDaemonSet decodes each DaemonSet manifest into the Kubernetes API
@@ -530,7 +531,7 @@ func TestDaemonSetVariants(t *testing.T) {
 }
 
 // ebpfBinary is the image's copy of pxresp with the file capability
-// cap_bpf,cap_net_admin,cap_net_raw=ep (deploy/image.sh).
+// cap_bpf,cap_net_admin,cap_net_raw,cap_perfmon=ep (deploy/image.sh).
 const ebpfBinary = "/usr/local/bin/pxresp-ebpf"
 
 // TestConfigExample: deploy/config.yaml is valid, and so is each of its
@@ -710,7 +711,7 @@ func wantDatapath(file string) string {
 // checkDatapath requires pxresp's start log to name datapath want.
 func checkDatapath(t *testing.T, p *pxproc.Proc, want string) {
 	t.Helper()
-	l, ok := p.Find(pxproc.Has("datapath="))
+	l, ok := p.Find(pxproc.Has("msg=datapath"))
 	if !ok || l.Attr("datapath") != want {
 		t.Errorf("datapath: %q, want %s; log:\n%s", l.Text, want, p.Log())
 	}

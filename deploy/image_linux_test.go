@@ -553,9 +553,10 @@ func runImage(t *testing.T, pm podman, image, dir string, v daemonSet, seccomp s
 		checkTCX(t, tp, len(tp.Pods))
 	}
 
-	// The process: 65532, exactly the manifest's capabilities in every
-	// thread, no_new_privs, seccomp filtering, the root filesystem
-	// read-only.
+	// The process: 65532, CAP_NET_RAW alone in every thread once it has
+	// given up the rest (its bounding set: the manifest's), no_new_privs,
+	// seccomp filtering, the root filesystem read-only.
+	waitLog(t, pm, id, `msg="privileges `)
 	pid := strings.TrimSpace(pm.runT(t, "inspect", "--format", "{{.State.Pid}}", id))
 	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
@@ -570,10 +571,6 @@ func runImage(t *testing.T, pm podman, image, dir string, v daemonSet, seccomp s
 	if err != nil {
 		t.Fatal(err)
 	}
-	mask := capMask(t, v.caps)
-	if datapath == "packet" {
-		mask = procstat.NetRawMask // the packet datapath keeps CAP_NET_RAW alone
-	}
 	bounding := capMask(t, v.caps)
 	// The inheritable set is the runtime's choice (podman sets the added
 	// capabilities there, CRI runtimes leave it empty); it gives nothing
@@ -583,7 +580,7 @@ func runImage(t *testing.T, pm podman, image, dir string, v daemonSet, seccomp s
 			tasks[tid]["CapInh"] = "0"
 		}
 	}
-	procstat.CheckTasks(t, tasks, procstat.Caps{Prm: mask, Eff: mask, Bnd: bounding, NoNewPrivs: 1})
+	procstat.CheckTasks(t, tasks, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: bounding, NoNewPrivs: 1})
 	mounts, err := os.ReadFile("/proc/" + pid + "/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -615,14 +612,28 @@ func runImage(t *testing.T, pm podman, image, dir string, v daemonSet, seccomp s
 	}
 }
 
+// waitLog waits at most 10 s for the container's log to contain s.
+func waitLog(t *testing.T, pm podman, id, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		log := pm.runT(t, "logs", id)
+		if strings.Contains(log, s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the container's log after 10 s:\n%s", s, log)
+		}
+	}
+}
+
 // checkContainerDatapath requires the container's log to name datapath
 // want.
 func checkContainerDatapath(t *testing.T, pm podman, id, want string) {
 	t.Helper()
 	log := pm.runT(t, "logs", id)
 	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, "datapath=") {
-			if !strings.Contains(l, "datapath="+want) {
+		if strings.Contains(l, "msg=datapath ") {
+			if !strings.Contains(l, " datapath="+want+" ") {
 				t.Errorf("datapath: %q, want %s", l, want)
 			}
 			return
