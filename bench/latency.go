@@ -191,6 +191,9 @@ func silent(c *rawSock) error {
 	if err := c.setRecvTimeout(30 * time.Millisecond); err != nil {
 		return err
 	}
+	// Replies to an earlier slot's requests (a flood's backlog, answered
+	// before its responder stopped) are not answers to these.
+	c.drain()
 	for _, k := range []kind{broadcastReq, unicastReq} {
 		_, err := c.rtt(c.request(k), 30*time.Millisecond)
 		if err == nil {
