@@ -199,21 +199,29 @@ int pxresp(struct __sk_buff *skb)
 	enum verdict v;
 	int for_us;
 
+	/*
+	 * Every frame of the interface comes here: all but ARP leave at once,
+	 * on skb->protocol alone. The kernel has moved a VLAN tag out of the
+	 * frame, into skb->vlan_tci, before tc runs. A frame tagged with a
+	 * VLAN ID is for a VLAN device, and is never ARP for this interface; a
+	 * priority tag (VLAN ID 0) is taken off after tc, and the frame inside
+	 * is ordinary, as is one more priority tag inside it.
+	 */
+	if (skb->vlan_present) {
+		if ((skb->vlan_tci & VLAN_VID_MASK) != 0)
+			return TCX_NEXT;
+		if (skb->protocol != bpf_htons(ETH_P_ARP) && skb->protocol != bpf_htons(ETH_P_8021Q) &&
+		    skb->protocol != bpf_htons(ETH_P_8021AD))
+			return TCX_NEXT;
+	} else if (skb->protocol != bpf_htons(ETH_P_ARP)) {
+		return TCX_NEXT;
+	}
+
 	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
 	if (!ifc)
 		return TCX_NEXT;
 	c = bpf_map_lookup_elem(&stats, &ifindex);
 	if (!c)
-		return TCX_NEXT;
-
-	/*
-	 * The kernel has moved a VLAN tag out of the frame before tc runs. A
-	 * frame tagged with a VLAN ID is for a VLAN device, and is never ARP
-	 * for this interface; a priority tag (VLAN ID 0) is taken off after
-	 * tc, and the frame inside is ordinary, as is one more priority tag
-	 * inside it.
-	 */
-	if (skb->vlan_present && (skb->vlan_tci & VLAN_VID_MASK) != 0)
 		return TCX_NEXT;
 
 	LOAD_BOUNDS(skb, data, data_end);
