@@ -475,3 +475,80 @@ func TestNoFDLeak(t *testing.T) {
 	}
 	t.Logf("eBPF fds: %d before Load, %d loaded, %d after", before, loaded, bpfFDs(t))
 }
+
+// TestAttachRefusals: what Attach refuses, it refuses with a clear error
+// and leaves no map entry and no link behind.
+func TestAttachRefusals(t *testing.T) {
+	tp := topotest.New(t, 1, "pxik")
+	pod := tp.Pods[0]
+	p := load(t)
+	route, err := policy.NewRoute(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const missing = 1 << 20 // no interface of the test's namespace has it
+	var ifi *net.Interface
+	err = tp.Host.Do(func() error {
+		var err error
+		ifi, err = net.InterfaceByName(pod.HostIf)
+		if err != nil {
+			return err
+		}
+		cfg := func(edit func(*responder.Config)) responder.Config {
+			c := responder.Config{Index: ifi.Index, Name: ifi.Name, Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}}
+			edit(&c)
+			return c
+		}
+		for _, c := range []struct {
+			what string
+			cfg  responder.Config
+			want string
+		}{
+			{"route mode", cfg(func(c *responder.Config) { c.Policy = route }), ErrRouteMode.Error()},
+			{"no policy", cfg(func(c *responder.Config) { c.Policy = nil }), "no policy"},
+			{"a 3-byte MAC", cfg(func(c *responder.Config) { c.MAC = c.MAC[:3] }), "not a 6-byte Ethernet address"},
+			{"a multicast override", cfg(func(c *responder.Config) { c.Override = net.HardwareAddr{1, 0, 0x5e, 0, 0, 1} }), "override MAC"},
+			{"ifindex 0", cfg(func(c *responder.Config) { c.Index = 0 }), "invalid ifindex"},
+			{"a missing interface", cfg(func(c *responder.Config) { c.Index, c.Name = missing, "missing0" }), "missing0"},
+		} {
+			i, err := p.Attach(c.cfg)
+			switch {
+			case err == nil:
+				i.Close()
+				t.Errorf("%s: Attach succeeded", c.what)
+			case !strings.Contains(err.Error(), c.want):
+				t.Errorf("%s: Attach = %v, want an error containing %q", c.what, err, c.want)
+			default:
+				t.Logf("%s: %v", c.what, err)
+			}
+			if e := entries(t, p, c.cfg.Index); len(e) != 0 {
+				t.Errorf("%s: map entries left: %v", c.what, e)
+			}
+		}
+		i, err := p.Attach(cfg(func(*responder.Config) {}))
+		if err != nil {
+			return err
+		}
+		defer i.Close()
+		if _, err := p.Attach(cfg(func(*responder.Config) {})); err == nil || !strings.Contains(err.Error(), "attached already") {
+			t.Errorf("a second Attach to %s = %v, want a refusal", ifi.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if progs := tcxPrograms(t, tp.Host, pod.HostIf); len(progs) != 0 {
+		t.Errorf("%d programs left on %s", len(progs), pod.HostIf)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = tp.Host.Do(func() error {
+		_, err := p.Attach(responder.Config{Index: ifi.Index, Name: ifi.Name, Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}})
+		return err
+	})
+	if !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Attach after Program.Close = %v, want net.ErrClosed", err)
+	}
+}
