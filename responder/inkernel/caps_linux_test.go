@@ -101,12 +101,8 @@ func TestServingCapabilities(t *testing.T) {
 		jobs <- func() { fn(); close(ok) }
 		<-ok
 	}
-	var ifi *net.Interface
+	ifi := hostIf(t, tp, pod)
 	var err error
-	in(func() { ifi, err = net.InterfaceByName(pod.HostIf) })
-	if err != nil {
-		t.Fatal(err)
-	}
 	override := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
 	req := arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)
 	withEffective(t, nil, func() {

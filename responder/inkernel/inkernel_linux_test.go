@@ -45,12 +45,10 @@ func load(t testing.TB) *Program {
 // on-link prefixes.
 func attachTo(t testing.TB, p *Program, tp *topo.Topology, pod *topo.Pod, edit func(*responder.Config)) *Iface {
 	t.Helper()
+	ifi := hostIf(t, tp, pod)
 	var i *Iface
 	err := tp.Host.Do(func() error {
-		ifi, err := net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
+		var err error
 		cfg := responder.Config{Index: ifi.Index, Name: ifi.Name,
 			Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}}
 		if edit != nil {
@@ -68,6 +66,21 @@ func attachTo(t testing.TB, p *Program, tp *topo.Topology, pod *topo.Pod, edit f
 		}
 	})
 	return i
+}
+
+// hostIf returns the host side of pod, as its namespace sees it.
+func hostIf(t testing.TB, tp *topo.Topology, pod *topo.Pod) *net.Interface {
+	t.Helper()
+	var ifi *net.Interface
+	err := tp.Host.Do(func() error {
+		var err error
+		ifi, err = net.InterfaceByName(pod.HostIf)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ifi
 }
 
 func gatewayPolicy(t testing.TB) *policy.Policy {

@@ -378,18 +378,7 @@ func TestBoundAfterDelete(t *testing.T) {
 	tp := topotest.New(t, 1, "pxik")
 	pod := tp.Pods[0]
 	p := load(t)
-	var i *Iface
-	err := tp.Host.Do(func() error {
-		ifi, err := net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
-		i, err = p.Attach(responder.Config{Index: ifi.Index, Name: ifi.Name, Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	i := attachTo(t, p, tp, pod, nil)
 	if !i.Bound() {
 		t.Fatal("not bound after Attach")
 	}
@@ -439,13 +428,8 @@ func TestNoFDLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	loaded := bpfFDs(t)
-	var ifi *net.Interface
+	ifi := hostIf(t, tp, pod)
 	err = tp.Host.Do(func() error {
-		var err error
-		ifi, err = net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
 		for n := range 100 {
 			i, err := p.Attach(responder.Config{Index: ifi.Index, Name: ifi.Name, RateLimit: responder.DefaultRateLimit,
 				Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t), OnLink: []netip.Prefix{netip.PrefixFrom(pod.IP, 32)}}})
@@ -487,13 +471,8 @@ func TestAttachRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	const missing = 1 << 20 // no interface of the test's namespace has it
-	var ifi *net.Interface
+	ifi := hostIf(t, tp, pod)
 	err = tp.Host.Do(func() error {
-		var err error
-		ifi, err = net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
 		cfg := func(edit func(*responder.Config)) responder.Config {
 			c := responder.Config{Index: ifi.Index, Name: ifi.Name, Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}}
 			edit(&c)
