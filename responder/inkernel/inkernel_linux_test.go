@@ -68,6 +68,46 @@ func attachTo(t testing.TB, p *Program, tp *topo.Topology, pod *topo.Pod, edit f
 	return i
 }
 
+// inNS starts a goroutine locked on a thread in ns, which runs the
+// functions given to the returned func there, one at a time, until t ends.
+// The thread is in ns when inNS returns, and stays there whatever
+// capabilities the test drops afterwards.
+func inNS(t testing.TB, ns *topo.NS) func(fn func()) {
+	t.Helper()
+	jobs := make(chan func())
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(func() error {
+			for job := range jobs {
+				job()
+			}
+			return nil
+		})
+	}()
+	gone := false
+	run := func(fn func()) {
+		ok := make(chan struct{})
+		select {
+		case jobs <- func() { fn(); close(ok) }:
+			<-ok
+		case err := <-done:
+			gone = true
+			t.Fatalf("the thread in %s is gone: %v", ns.Name, err)
+		}
+	}
+	t.Cleanup(func() {
+		close(jobs)
+		if gone {
+			return
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	run(func() {}) // in ns now
+	return run
+}
+
 // hostIf returns the host side of pod, as its namespace sees it.
 func hostIf(t testing.TB, tp *topo.Topology, pod *topo.Pod) *net.Interface {
 	t.Helper()

@@ -130,7 +130,7 @@ type runner struct {
 	iface *Iface
 	index int
 	mac   net.HardwareAddr
-	jobs  chan func()
+	do    func(func()) // runs a function in the namespace
 }
 
 // newRunner loads the program, makes a namespace with a veth whose MAC is
@@ -141,22 +141,7 @@ func newRunner(t testing.TB, s responder.Settings) *runner {
 	privtest.Require(t)
 	ns := topotest.AddNS(t, topo.NewPrefix("pxikrun")+"ns")
 	topotest.Exec(t, ns, "ip", "link", "add", "tr0", "address", topo.GatewayMAC.String(), "type", "veth", "peer", "name", "tr1")
-	r := &runner{p: load(t), jobs: make(chan func())}
-	done := make(chan error, 1)
-	go func() {
-		done <- ns.Do(func() error {
-			for job := range r.jobs {
-				job()
-			}
-			return nil
-		})
-	}()
-	t.Cleanup(func() {
-		close(r.jobs)
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	r := &runner{p: load(t), do: inNS(t, ns)}
 	var err error
 	r.do(func() {
 		var ifi *net.Interface
@@ -173,13 +158,6 @@ func newRunner(t testing.TB, s responder.Settings) *runner {
 		t.Fatal(err)
 	}
 	return r
-}
-
-// do runs fn in the namespace.
-func (r *runner) do(fn func()) {
-	done := make(chan struct{})
-	r.jobs <- func() { fn(); close(done) }
-	<-done
 }
 
 // run runs the program once on frame and returns what became of it.
