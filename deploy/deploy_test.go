@@ -116,8 +116,8 @@ var units = []unit{
 		file: "pxresp-ebpf.service", maxExposure: 2.0,
 		want: map[string]string{
 			"ExecStart":             "/usr/local/bin/pxresp --config /etc/pxresp/config.yaml --datapath auto",
-			"CapabilityBoundingSet": "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON",
-			"AmbientCapabilities":   "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON",
+			"CapabilityBoundingSet": "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW",
+			"AmbientCapabilities":   "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW",
 		},
 		filter: []string{"@system-service", "~@privileged", "bpf capset"},
 	},
@@ -324,7 +324,7 @@ type daemonSet struct {
 // --datapath flag (TestDaemonSetVariants).
 var daemonSets = []daemonSet{
 	{"daemonset.yaml", []corev1.Capability{"NET_RAW"}},
-	{"daemonset-ebpf.yaml", []corev1.Capability{"BPF", "NET_ADMIN", "NET_RAW", "PERFMON"}},
+	{"daemonset-ebpf.yaml", []corev1.Capability{"BPF", "NET_ADMIN", "NET_RAW"}},
 }
 
 // TestDaemonSet decodes each DaemonSet manifest into the Kubernetes API
@@ -531,7 +531,7 @@ func TestDaemonSetVariants(t *testing.T) {
 }
 
 // ebpfBinary is the image's copy of pxresp with the file capability
-// cap_bpf,cap_net_admin,cap_net_raw,cap_perfmon=ep (deploy/image.sh).
+// cap_bpf,cap_net_admin,cap_net_raw=ep (deploy/image.sh).
 const ebpfBinary = "/usr/local/bin/pxresp-ebpf"
 
 // TestConfigExample: deploy/config.yaml is valid, and so is each of its

@@ -3,8 +3,8 @@
 # ARCHES, the static binary $DIST/pxresp-linux-ARCH twice, as
 # /usr/local/bin/pxresp with the file capability cap_net_raw=ep (the
 # packet datapath) and as /usr/local/bin/pxresp-ebpf with
-# cap_bpf,cap_net_admin,cap_net_raw,cap_perfmon=ep (the eBPF datapath;
-# deploy/README.md says why two files), passwd and group entries for 65532,
+# cap_bpf,cap_net_admin,cap_net_raw=ep (the eBPF datapath; deploy/README.md
+# says why two files), passwd and group entries for 65532,
 # the licence and the org.opencontainers.image labels; then one image index
 # named $IMAGE in container storage, also written to
 # $DIST/pxresp-image.oci.tar. Run by `make image` (as root), which sets
@@ -54,7 +54,7 @@ for arch in $ARCHES; do
 	setcap cap_net_raw=ep "$root/usr/local/bin/pxresp"
 	# A copy, not a link: a file capability belongs to the inode.
 	install -D -m 0755 "$bin" "$root/usr/local/bin/pxresp-ebpf"
-	setcap cap_bpf,cap_net_admin,cap_net_raw,cap_perfmon=ep "$root/usr/local/bin/pxresp-ebpf"
+	setcap cap_bpf,cap_net_admin,cap_net_raw=ep "$root/usr/local/bin/pxresp-ebpf"
 	install -D -m 0644 LICENSE "$root/usr/share/licenses/pxresp/LICENSE"
 	install -d -m 0755 "$root/etc"
 	printf 'root:x:0:0:root:/:/sbin/nologin\npxresp:x:65532:65532:pxresp:/:/sbin/nologin\n' >"$root/etc/passwd"

@@ -367,7 +367,7 @@ func capMask(t *testing.T, caps []corev1.Capability) uint64 {
 	return m
 }
 
-var capNumbers = map[string]int{"NET_RAW": unix.CAP_NET_RAW, "NET_ADMIN": unix.CAP_NET_ADMIN, "BPF": unix.CAP_BPF, "PERFMON": unix.CAP_PERFMON}
+var capNumbers = map[string]int{"NET_RAW": unix.CAP_NET_RAW, "NET_ADMIN": unix.CAP_NET_ADMIN, "BPF": unix.CAP_BPF}
 
 func daemonSetSandbox(t *testing.T, v daemonSet) {
 	capsh := privtest.Tool(t, "capsh", "libcap2-bin")
