@@ -6,6 +6,10 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pxresp/pxresp/internal/test/privtest"
 )
 
 func TestParseStatTimes(t *testing.T) {
@@ -117,5 +121,31 @@ func TestSnapSelf(t *testing.T) {
 	s, err := Snap(os.Getpid())
 	if err != nil || s.FDs == 0 || s.Threads == 0 || s.RSSKB == 0 {
 		t.Errorf("Snap = %v, %v", s, err)
+	}
+}
+
+// TestSnapCountsBPF: a BPF map this process creates shows in its snapshot,
+// and is gone from it once closed.
+func TestSnapCountsBPF(t *testing.T) {
+	privtest.Require(t)
+	before, err := Snap(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with, err := Snap(os.Getpid())
+	m.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := Snap(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if with.BPF.Maps != before.BPF.Maps+1 || after.BPF != before.BPF || with.BPF.Links != before.BPF.Links || with.BPF.Progs != before.BPF.Progs {
+		t.Errorf("BPF fds before %+v, with a map %+v, after closing it %+v", before.BPF, with.BPF, after.BPF)
 	}
 }
