@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,22 @@ func rename(t *testing.T, tp *topo.Topology, from, to string) {
 	}
 }
 
+// podsPing has the first two pods ping each other, and the first the
+// uplink, count times each, and requires no loss.
+func podsPing(t *testing.T, tp *topo.Topology, count int) {
+	t.Helper()
+	a, b := tp.Pods[0], tp.Pods[1]
+	for _, c := range []struct {
+		from *topo.Pod
+		to   netip.Addr
+	}{{a, b.IP}, {b, a.IP}, {a, tp.UplinkIP}} {
+		out := topotest.Exec(t, c.from.NS, "ping", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", c.to.String())
+		if !strings.Contains(out, " 0% packet loss") {
+			t.Errorf("ping %v from %s: %s", c.to, c.from.NS.Name, out)
+		}
+	}
+}
+
 // replyMAC is the MAC a reply claims for the requested address.
 func replyMAC(r []byte) net.HardwareAddr {
 	return net.HardwareAddr(r[arpframe.OffSHA : arpframe.OffSHA+6])
@@ -89,19 +106,11 @@ func replyMAC(r []byte) net.HardwareAddr {
 func TestPodsTalkThroughPxresp(t *testing.T) {
 	eachDatapath(t, func(t *testing.T, dp datapath) {
 		tp := newTopo(t, 2)
-		a, b := tp.Pods[0], tp.Pods[1]
+		a := tp.Pods[0]
 		p := dp.start(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
 		p.WaitT(t, pxproc.Has("msg=attach"), 2)
 
-		for _, c := range []struct {
-			from *topo.Pod
-			to   netip.Addr
-		}{{a, b.IP}, {b, a.IP}, {a, tp.UplinkIP}} {
-			out := topotest.Exec(t, c.from.NS, "ping", "-c", "3", "-i", "0.2", "-W", "1", c.to.String())
-			if !strings.Contains(out, " 0% packet loss") {
-				t.Errorf("ping %v from %s: %s", c.to, c.from.NS.Name, out)
-			}
-		}
+		podsPing(t, tp, 3)
 		neigh := topotest.Exec(t, a.NS, "ip", "neigh", "show", "169.254.1.1")
 		if !strings.Contains(neigh, "lladdr ee:ee:ee:ee:ee:ee") {
 			t.Errorf("pod neighbour entry for the gateway: %q", neigh)

@@ -167,15 +167,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 		}
 
 		// Phase 1: the pods' own kernels resolve 169.254.1.1 to ping.
-		for _, c := range []struct {
-			from *topo.Pod
-			to   netip.Addr
-		}{{a, b.IP}, {b, a.IP}, {a, tp.UplinkIP}} {
-			out := topotest.Exec(t, c.from.NS, "ping", "-c", "2", "-i", "0.2", "-W", "1", c.to.String())
-			if !strings.Contains(out, " 0% packet loss") {
-				t.Errorf("ping %v from %s: %s", c.to, c.from.NS.Name, out)
-			}
-		}
+		podsPing(t, tp, 2)
 		ra, rb := countReplies(t, ca, "pod A"), countReplies(t, cb, "pod B")
 		if ra < 1 || rb < 1 {
 			t.Errorf("the pods' kernels got %d and %d replies, want at least one each", ra, rb)

@@ -64,6 +64,17 @@ var (
 	steady = netip.MustParseAddr("192.0.2.7") // answered by every config
 )
 
+// startWithConfig builds a topology with that many pods and starts pxresp
+// on dp with a --config file that answers gw1, until it is ready.
+func startWithConfig(t *testing.T, dp datapath, pods int) (*topo.Topology, configFile, *pxproc.Proc) {
+	t.Helper()
+	tp := newTopo(t, pods)
+	cfg := newConfigFile(t, gatewayRule(gw1.String()))
+	p := dp.start(t, tp, "--config", string(cfg))
+	p.WaitT(t, pxproc.Has("msg=ready"), 1)
+	return tp, cfg, p
+}
+
 // answered says whether pod's request for target gets a reply within wait.
 func answered(t *testing.T, c *arptest.Client, pod *topo.Pod, target netip.Addr, wait time.Duration) bool {
 	t.Helper()
@@ -76,11 +87,8 @@ func answered(t *testing.T, c *arptest.Client, pod *topo.Pod, target netip.Addr,
 // listeners are never reopened.
 func TestReloadChangesGateway(t *testing.T) {
 	eachDatapath(t, func(t *testing.T, dp datapath) {
-		tp := newTopo(t, 2)
+		tp, cfg, p := startWithConfig(t, dp, 2)
 		a := tp.Pods[0]
-		cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
-		p := dp.start(t, tp, "--config", string(cfg))
-		p.WaitT(t, pxproc.Has("msg=ready"), 1)
 		p.WaitT(t, pxproc.Has("msg=attach"), 2)
 		fds := snapshot(t, p).FDs
 
@@ -157,11 +165,8 @@ func TestReloadChangesGateway(t *testing.T) {
 // taken.
 func TestReloadRefusesBadConfig(t *testing.T) {
 	eachDatapath(t, func(t *testing.T, dp datapath) {
-		tp := newTopo(t, 1)
+		tp, cfg, p := startWithConfig(t, dp, 1)
 		a := tp.Pods[0]
-		cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
-		p := dp.start(t, tp, "--config", string(cfg))
-		p.WaitT(t, pxproc.Has("msg=ready"), 1)
 		ca := topotest.Client(t, a)
 
 		for i, bad := range []string{
@@ -206,11 +211,8 @@ func TestReloadRefusesBadConfig(t *testing.T) {
 // that widens them again attaches the dropped ones.
 func TestReloadChangesSelection(t *testing.T) {
 	eachDatapath(t, func(t *testing.T, dp datapath) {
-		tp := newTopo(t, 2)
+		tp, cfg, p := startWithConfig(t, dp, 2)
 		a, b := tp.Pods[0], tp.Pods[1]
-		cfg := newConfigFile(t, gatewayRule("169.254.1.1"))
-		p := dp.start(t, tp, "--config", string(cfg))
-		p.WaitT(t, pxproc.Has("msg=ready"), 1)
 		p.WaitT(t, pxproc.Has("msg=attach"), 2)
 		ca, cb := topotest.Client(t, a), topotest.Client(t, b)
 
