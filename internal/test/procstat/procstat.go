@@ -119,8 +119,8 @@ func readFDs(pid int) (fds int, sockets []string, bpf BPF, err error) {
 		if ino, ok := strings.CutPrefix(dst, "socket:["); ok {
 			sockets = append(sockets, strings.TrimSuffix(ino, "]"))
 		}
-		switch dst {
-		case "anon_inode:bpf-link":
+		switch dst { // the kernel's names for them (anon_inode_getfile)
+		case "anon_inode:bpf_link":
 			bpf.Links++
 		case "anon_inode:bpf-map":
 			bpf.Maps++
