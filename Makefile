@@ -11,6 +11,8 @@
 #                   with SHA256SUMS
 #   make image      the OCI image (amd64 + arm64 index) named $(IMAGE), in
 #                   local container storage and as dist/ OCI archive (buildah)
+#   make generate   the eBPF program's object and Go bindings
+#                   (responder/inkernel; needs clang, llvm, libbpf-dev)
 #   make clean
 
 export PATH := $(PATH):/usr/local/go/bin
@@ -28,7 +30,7 @@ STATICCHECK         := $(GOBIN)/staticcheck
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
 .DEFAULT_GOAL := build
-.PHONY: build test fuzz lint staticcheck demo clean bench soak release image image-name
+.PHONY: build test fuzz lint staticcheck demo clean bench soak release image image-name generate
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/pxresp ./cmd/pxresp
@@ -46,14 +48,16 @@ test:
 # plus each package's testdata/fuzz/ (internal/arpframe, responder); go test
 # keeps what a run finds in GOCACHE (copy from $(go env GOCACHE)/fuzz/... to
 # keep it), and writes a failing input to the package's testdata/fuzz/,
-# failing the run.
+# failing the run. responder/inkernel's FuzzProgram runs the eBPF program
+# in the kernel: as root (it skips otherwise, and fails with
+# PXRESP_PRIVILEGED=1 if it cannot).
 FUZZTIME ?= 1m
 # A count (Nx) rather than a duration: Go 1.26's fuzz coordinator can fail a
 # duration-bounded run with a spurious "context deadline exceeded" when its
 # deadline races a busy worker (golang/go#75804); a count has no deadline.
 FUZZMINIMIZETIME ?= 60s
 # Each entry is PACKAGE:TARGET.
-FUZZ_TARGETS := ./internal/arpframe:FuzzDecode ./responder:FuzzReply ./internal/config:FuzzParse
+FUZZ_TARGETS := ./internal/arpframe:FuzzDecode ./responder:FuzzReply ./internal/config:FuzzParse ./responder/inkernel:FuzzProgram
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; f=$${t##*:}; \
@@ -97,6 +101,14 @@ bench:
 
 clean:
 	rm -rf bin dist
+
+# The eBPF program (responder/inkernel/bpf) compiled by bpf2go with
+# Debian's clang, llvm-strip and libbpf-dev headers. Its object and Go
+# bindings are committed, so that go build needs no clang; the output is
+# reproducible (no paths, no compiler version), and CI fails if
+# regenerating changes a committed file.
+generate:
+	$(GO) generate ./responder/inkernel
 
 # The soak (bench/soak): pxresp under mixed traffic and veth churn for
 # SOAKFLAGS' --duration (default 10m); RSS, threads and fds must stay flat.

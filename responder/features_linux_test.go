@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pxresp/pxresp/internal/arpframe"
+	"github.com/pxresp/pxresp/internal/test/hostile"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/policy"
 )
@@ -77,33 +78,33 @@ func TestApplyOverrideOnVeth(t *testing.T) {
 	a := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
 	b := net.HardwareAddr{0x02, 0xbb, 0, 0, 0, 2}
 	h := newHostileRig(t, a)
-	pod, good := h.pod, h.good
+	pod, good := h.Pod, h.Good
 	ino := socketInode(t, h.r)
 	to := func(mac net.HardwareAddr) []byte { return request(pod.MAC, pod.IP, topo.Gateway, mac) }
 
-	h.run(t, hostileCase{name: "override a: unicast to a", frame: to(a), fate: answered})
-	h.run(t, hostileCase{name: "override a: unicast to b", frame: to(b), fate: filtered})
+	h.Run(t, hostile.Case{Name: "override a: unicast to a", Frame: to(a), Fate: hostile.Answered})
+	h.Run(t, hostile.Case{Name: "override a: unicast to b", Frame: to(b), Fate: hostile.Filtered})
 
 	mustChange(t, h.r, func(s *Settings) { s.Override = b })
-	h.mac = b
-	for _, c := range []hostileCase{
-		{name: "override b: unicast to b", frame: to(b), fate: answered},
-		{name: "override b: unicast to a, the old override", frame: to(a), fate: filtered},
-		{name: "override b: broadcast", frame: good, fate: answered},
-		{name: "override b: unicast to the interface's MAC", frame: to(topo.GatewayMAC), fate: answered},
+	h.MAC = b
+	for _, c := range []hostile.Case{
+		{Name: "override b: unicast to b", Frame: to(b), Fate: hostile.Answered},
+		{Name: "override b: unicast to a, the old override", Frame: to(a), Fate: hostile.Filtered},
+		{Name: "override b: broadcast", Frame: good, Fate: hostile.Answered},
+		{Name: "override b: unicast to the interface's MAC", Frame: to(topo.GatewayMAC), Fate: hostile.Answered},
 	} {
-		h.run(t, c)
+		h.Run(t, c)
 	}
 
 	mustChange(t, h.r, func(s *Settings) { s.Override = nil })
-	h.mac = topo.GatewayMAC
-	for _, c := range []hostileCase{
-		{name: "no override: broadcast", frame: good, fate: answered},
-		{name: "no override: unicast to the interface's MAC", frame: to(topo.GatewayMAC), fate: answered},
-		{name: "no override: unicast to b, the old override", frame: to(b), fate: filtered},
-		{name: "no override: unicast to a", frame: to(a), fate: filtered},
+	h.MAC = topo.GatewayMAC
+	for _, c := range []hostile.Case{
+		{Name: "no override: broadcast", Frame: good, Fate: hostile.Answered},
+		{Name: "no override: unicast to the interface's MAC", Frame: to(topo.GatewayMAC), Fate: hostile.Answered},
+		{Name: "no override: unicast to b, the old override", Frame: to(b), Fate: hostile.Filtered},
+		{Name: "no override: unicast to a", Frame: to(a), Fate: hostile.Filtered},
 	} {
-		h.run(t, c)
+		h.Run(t, c)
 	}
 	if err := change(h.r, func(s *Settings) { s.Override = net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1} }); err == nil {
 		t.Error("Apply accepted a multicast override MAC")
@@ -319,8 +320,8 @@ func TestRouteModeOnVeth(t *testing.T) {
 		want.Requests++
 		if c.verdict == policy.Reply {
 			want.Replies++
-			if !bytes.Equal(got, replyTo(t, c.frame, topo.GatewayMAC)) {
-				t.Errorf("%s: reply %x, want %x", c.name, got, replyTo(t, c.frame, topo.GatewayMAC))
+			if !bytes.Equal(got, hostile.ReplyTo(t, c.frame, topo.GatewayMAC)) {
+				t.Errorf("%s: reply %x, want %x", c.name, got, hostile.ReplyTo(t, c.frame, topo.GatewayMAC))
 			}
 		} else {
 			want.Ignored[c.verdict]++

@@ -39,8 +39,9 @@ type Settings struct {
 	OnLink []netip.Prefix
 }
 
-// check reports what is wrong with s, naming the value.
-func (s *Settings) check() error {
+// Check reports what is wrong with s, naming the value: Listen and Apply
+// refuse such Settings, and so does every datapath.
+func (s *Settings) Check() error {
 	switch {
 	case s.Policy == nil:
 		return errors.New("no policy")
@@ -305,7 +306,7 @@ func checkConfig(cfg *Config) error {
 	if cfg.Index <= 0 {
 		return fmt.Errorf("responder for %q: invalid ifindex %d", cfg.Name, cfg.Index)
 	}
-	if err := cfg.Settings.check(); err != nil {
+	if err := cfg.Settings.Check(); err != nil {
 		return fmt.Errorf("responder for %q: %w", cfg.Name, err)
 	}
 	return nil
@@ -365,7 +366,7 @@ func newResponder(t transport, cfg Config) *Responder {
 // second cannot, the new override is in use, the filter still passes the
 // old one too, and Apply returns the error.
 func (r *Responder) Apply(s Settings) error {
-	if err := s.check(); err != nil {
+	if err := s.Check(); err != nil {
 		return fmt.Errorf("%s: %w", r.name, err)
 	}
 	next := newState(&s)

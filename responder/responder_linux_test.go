@@ -11,6 +11,7 @@ import (
 
 	"github.com/pxresp/pxresp/internal/arpframe"
 	"github.com/pxresp/pxresp/internal/test/arptest"
+	"github.com/pxresp/pxresp/internal/test/conformance"
 	"github.com/pxresp/pxresp/internal/test/leakcheck"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
@@ -85,82 +86,19 @@ func start(t *testing.T, r *Responder) {
 
 func newTopo(t *testing.T, pods int) *topo.Topology { return topotest.New(t, pods, "pxrr") }
 
-// TestConformanceWithKernel sends the same requests to kernel proxy_arp
-// (proxy_delay=0, as Calico sets it) and to a Responder, and requires the
-// same reply, field for field, or the same silence.
+// TestConformanceWithKernel asks kernel proxy_arp (proxy_delay=0, as
+// Calico sets it) and a Responder the shared table of proxy_arp's cases
+// (conformance.Proxy), and requires the same reply, field for field, or the
+// same silence, and exact counters.
 func TestConformanceWithKernel(t *testing.T) {
 	tp := newTopo(t, 2)
-	ctx := context.Background()
-	pod, other := tp.Pods[0], tp.Pods[1]
-	cl := newClient(t, pod)
-	mac := net.HardwareAddr(topo.GatewayMAC)
-	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	stranger := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	// A second address of the pod itself: the host routes it back out the
-	// pod's own interface, so asking for it from there is never answered.
-	podSecond := netip.MustParseAddr("10.244.200.2")
-	if err := tp.Host.IP(ctx, "route", "add", podSecond.String()+"/32", "dev", pod.HostIf, "scope", "link"); err != nil {
-		t.Fatal(err)
-	}
-
-	cases := []struct {
-		name  string
-		frame []byte
-		reply bool
-	}{
-		{"broadcast for the gateway", request(pod.MAC, pod.IP, topo.Gateway, bcast), true},
-		{"unicast re-probe for the gateway", request(pod.MAC, pod.IP, topo.Gateway, mac), true},
-		{"another pod's address", request(pod.MAC, pod.IP, other.IP, bcast), true},
-		{"the host's uplink address", request(pod.MAC, pod.IP, tp.UplinkIP, bcast), true},
-		{"DAD probe", request(pod.MAC, netip.IPv4Unspecified(), topo.Gateway, bcast), false},
-		{"gratuitous request", request(pod.MAC, pod.IP, pod.IP, bcast), false},
-		{"own address, routed back out this link", request(pod.MAC, pod.IP, podSecond, bcast), false},
-		{"unicast to another host's MAC", request(pod.MAC, pod.IP, topo.Gateway, stranger), false},
-	}
-	silence := 300 * time.Millisecond // kernel replies with proxy_delay=0 take microseconds
-
-	// The kernel first.
-	if err := tp.SetKernelProxyARP(ctx, pod.HostIf, true, 0); err != nil {
-		t.Fatal(err)
-	}
-	kernel := make([][]byte, len(cases))
-	for i, c := range cases {
-		kernel[i] = cl.ask(t, c.frame, silence)
-		if (kernel[i] != nil) != c.reply {
-			t.Fatalf("%s: kernel replied %x, expected reply=%v: the test's premise is wrong", c.name, kernel[i], c.reply)
-		}
-	}
-	if err := tp.SetKernelProxyARP(ctx, pod.HostIf, false, -1); err != nil {
-		t.Fatal(err)
-	}
-
-	// Then pxresp, with kernel proxy_arp off, answering for the gateway and
-	// the pod network, told what the host routes out this link.
-	pol, err := policy.New([]netip.Addr{topo.Gateway}, []netip.Prefix{topo.PodCIDR, netip.PrefixFrom(tp.UplinkIP, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := listenIn(t, tp, pod, pol, []netip.Prefix{netip.PrefixFrom(pod.IP, 32), netip.PrefixFrom(podSecond, 32)})
-	start(t, r)
-	for i, c := range cases {
-		got := cl.ask(t, c.frame, silence)
-		switch {
-		case got == nil && kernel[i] == nil:
-			t.Logf("%s: both silent", c.name)
-		case !bytes.Equal(got, kernel[i]):
-			t.Errorf("%s:\n pxresp %x\n kernel %x", c.name, got, kernel[i])
-		default:
-			t.Logf("%s: identical %d-byte replies", c.name, len(got))
-		}
-	}
-	waitFor(t, "the replies to be counted", func() bool { return r.Stats().Replies >= 4 })
-	st := r.Stats()
-	if st.Replies != 4 || st.Ignored[policy.Probe] != 1 || st.Ignored[policy.Gratuitous] != 1 || st.Ignored[policy.OwnAddress] != 1 {
-		t.Errorf("stats %+v", st)
-	}
-	if st.Ignored[policy.NotForUs] != 0 {
-		t.Errorf("a frame for another host reached userspace: the BPF filter should drop it (stats %+v)", st)
-	}
+	tab := conformance.Proxy(t, tp)
+	var r *Responder
+	conformance.Run(t, tp, tab, func(pol *policy.Policy, onLink []netip.Prefix) {
+		r = listenIn(t, tp, tab.Pod, pol, onLink)
+		start(t, r)
+	})
+	conformance.Wait(t, tab.Want, func() conformance.Counts { return counts(r.Stats()) })
 }
 
 // TestFilterAndMalformedFrames checks on a real socket that the BPF filter

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pxresp/pxresp/internal/config"
+	"github.com/pxresp/pxresp/internal/daemon"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -38,6 +39,7 @@ type options struct {
 	metricsAddr string
 	webConfig   string // --web.config.file: TLS and basic auth for metricsAddr
 	dryRun      bool
+	datapath    daemon.Datapath
 	version     bool
 }
 
@@ -160,6 +162,8 @@ func parseFlags(args []string, env map[string]string, usage io.Writer) (*options
 	fs.StringVar(&logFormat, "log-format", "text", "log `format`: text or json")
 	o.rateLimit = responder.DefaultRateLimit
 	fs.Var((*rateFlag)(&o.rateLimit), "rate-limit", "at most `N` replies per second on each interface; 0 for no limit")
+	o.datapath = daemon.Auto
+	fs.Var((*datapathFlag)(&o.datapath), "datapath", "`datapath`: ebpf answers from a tc program in the kernel (loading it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), packet from an AF_PACKET socket; auto is ebpf where it can run, packet elsewhere")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	withEnv(fs, "version")
 
@@ -343,6 +347,22 @@ func (r *rateFlag) Set(s string) error {
 		return errors.New("want a whole number of replies per second, 0 for no limit")
 	}
 	*r = rateFlag(n)
+	return nil
+}
+
+// datapathFlag is --datapath: auto, packet or ebpf.
+type datapathFlag daemon.Datapath
+
+func (d *datapathFlag) String() string { return string(*d) }
+
+func (d *datapathFlag) Type() string { return "string" }
+
+func (d *datapathFlag) Set(s string) error {
+	v, err := daemon.ParseDatapath(s)
+	if err != nil {
+		return err
+	}
+	*d = datapathFlag(v)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pxresp/pxresp/internal/daemon"
 	"github.com/pxresp/pxresp/policy"
 	"github.com/pxresp/pxresp/responder"
 )
@@ -99,6 +100,10 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"rate limit out of range", append(base, "--rate-limit", "99999999999999999999"), nil, "flag --rate-limit"},
 		{"empty rate limit", append(base, "--rate-limit="), nil, `invalid value "" for flag --rate-limit`},
 		{"bad rate limit env", base, map[string]string{"PXRESP_RATE_LIMIT": "-5"}, `invalid value "-5" for PXRESP_RATE_LIMIT (flag --rate-limit)`},
+		{"bad datapath", append(base, "--datapath", "bpf"), nil, `invalid value "bpf" for flag --datapath: want auto, packet or ebpf`},
+		{"empty datapath", append(base, "--datapath="), nil, `invalid value "" for flag --datapath: want auto, packet or ebpf`},
+		{"datapath in capitals", append(base, "--datapath", "EBPF"), nil, `invalid value "EBPF" for flag --datapath`},
+		{"bad datapath env", base, map[string]string{"PXRESP_DATAPATH": "xdp"}, `invalid value "xdp" for PXRESP_DATAPATH (flag --datapath)`},
 		{"bad mode", append(base, "--mode", "proxy"), nil, `invalid value "proxy" for flag --mode: want gateway or route`},
 		{"gw in route mode", append(base, "--mode", "route"), nil, "--gw cannot be used with --mode route"},
 		{"config and iface", []string{"--config", "x.yaml", "--iface", "cali*", "--mac", "02:00:00:00:00:01"}, nil,
@@ -216,6 +221,33 @@ func TestParseFlagsRateLimit(t *testing.T) {
 	}
 	if responder.DefaultRateLimit != 1000 {
 		t.Errorf("default rate limit %d: README says 1000", responder.DefaultRateLimit)
+	}
+}
+
+func TestParseFlagsDatapath(t *testing.T) {
+	base := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want daemon.Datapath
+	}{
+		{"default", base, nil, daemon.Auto},
+		{"packet", append(base, "--datapath", "packet"), nil, daemon.Packet},
+		{"ebpf", append(base, "--datapath=ebpf"), nil, daemon.EBPF},
+		{"auto", append(base, "--datapath", "auto"), nil, daemon.Auto},
+		{"environment", base, map[string]string{"PXRESP_DATAPATH": "packet"}, daemon.Packet},
+		{"flag over environment", append(base, "--datapath", "ebpf"), map[string]string{"PXRESP_DATAPATH": "packet"}, daemon.EBPF},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args, env(tt.env), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.datapath != tt.want {
+				t.Errorf("datapath %q, want %q", o.datapath, tt.want)
+			}
+		})
 	}
 }
 

@@ -77,7 +77,7 @@ func run(args []string, env map[string]string, stdout, stderr io.Writer) int {
 	err = daemon.Run(ctx, daemon.Options{
 		Config: opts.cfg, ConfigPath: opts.configPath, RateLimit: opts.rateLimit,
 		MetricsAddr: opts.metricsAddr, WebConfigFile: opts.webConfig,
-		DryRun: opts.dryRun, Version: buildVersion(), DropPrivileges: true,
+		DryRun: opts.dryRun, Datapath: opts.datapath, Version: buildVersion(), DropPrivileges: true,
 	}, log, hup)
 	if err != nil {
 		log.Error("exiting", "err", err)

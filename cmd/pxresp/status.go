@@ -20,9 +20,9 @@ import (
 
 const statusUsage = `Usage: pxresp status [--addr URL] [--ca-file FILE] [--json]
 
-Asks a running pxresp what it sees: every interface of its network
-namespace, attached or skipped and why, its rule and counters, and the
-sysctl problems. pxresp must run with --metrics-addr; with basic auth
+Asks a running pxresp what it sees: its datapath and why, every interface
+of its network namespace, attached or skipped and why, its rule, datapath
+and counters, and the sysctl problems. pxresp must run with --metrics-addr; with basic auth
 (--web.config.file), put the user in the URL: https://USER:PASSWORD@HOST:PORT.
 
 Flags:

@@ -27,9 +27,13 @@ import (
 // during a selector change; snapshot on the metrics scraper's: mu
 // serialises them.
 type daemon struct {
-	ctx    context.Context
-	log    *slog.Logger
-	listen func(responder.Config) (server, error)
+	ctx context.Context
+	log *slog.Logger
+	// datapath is what runs: Packet or EBPF. On EBPF, gateway-mode rules
+	// are served by listenEBPF, route-mode rules by listen (ruleDatapath).
+	datapath   Datapath
+	listen     func(responder.Config) (server, error)
+	listenEBPF func(responder.Config) (server, error)
 	// rateLimit is each responder's limit in replies per second (0: none);
 	// newDaemon sets responder.DefaultRateLimit.
 	rateLimit int
@@ -69,10 +73,12 @@ type server interface {
 }
 
 type attachment struct {
-	srv  server
-	link ifwatch.Link
-	rule *config.Rule
-	done chan struct{}
+	srv      server
+	datapath Datapath
+	link     ifwatch.Link
+	rule     *config.Rule
+	done     chan struct{} // closed when Serve returned
+	closed   chan struct{} // closed when Close returned (after a detach)
 	// problems are the sysctl findings on the link, under daemon.mu.
 	problems []diag.Finding
 }
@@ -89,7 +95,7 @@ type event = ifwatch.Event[*config.Rule]
 
 func newDaemon(ctx context.Context, log *slog.Logger) *daemon {
 	return &daemon{
-		ctx: ctx, log: log, rateLimit: responder.DefaultRateLimit,
+		ctx: ctx, log: log, rateLimit: responder.DefaultRateLimit, datapath: Packet,
 		listen:     func(c responder.Config) (server, error) { return responder.Listen(c) },
 		diagnose:   diag.Check,
 		diagDelay:  3 * time.Second,
@@ -125,6 +131,16 @@ func (d *daemon) handle(ev event) {
 			d.attach(l, ev.Rule)
 			return
 		}
+		if dp := ruleDatapath(d.datapath, ev.Rule); dp != a.datapath {
+			// A rename or a reload moved the interface between a
+			// gateway-mode and a route-mode rule, which the eBPF
+			// datapath serves apart.
+			d.log.Info("datapath changed", "iface", l.Name, "ifindex", l.Index, "rule", ev.Rule.Name,
+				"mode", ev.Rule.Mode.String(), "from", a.datapath, "to", dp)
+			d.detach(a.link)
+			d.attach(l, ev.Rule)
+			return
+		}
 		if l.MAC.String() != a.link.MAC.String() {
 			d.log.Info("mac changed", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String())
 		}
@@ -145,12 +161,25 @@ func (d *daemon) handle(ev event) {
 	}
 }
 
-// attach opens a listener for l under rule r.
+// attach opens a listener for l under rule r, on the rule's datapath.
 func (d *daemon) attach(l ifwatch.Link, r *config.Rule) {
 	if _, ok := d.attached[l.Index]; ok {
 		return
 	}
-	srv, err := d.listen(responder.Config{
+	// A listener of the same ifindex still closing (the link left and
+	// came back, or changed datapath) finishes first: closing one clears
+	// what it set up for the ifindex.
+	for c := range d.closingSet {
+		if c.link.Index == l.Index {
+			<-c.closed
+		}
+	}
+	dp := ruleDatapath(d.datapath, r)
+	listen := d.listen
+	if dp == EBPF {
+		listen = d.listenEBPF
+	}
+	srv, err := listen(responder.Config{
 		Index: l.Index, Name: l.Name, Settings: settings(l, r), Logger: d.log, RateLimit: d.rateLimit,
 		Router: &d.router, DryRun: d.dryRun, Latency: d.latency,
 	})
@@ -158,11 +187,11 @@ func (d *daemon) attach(l ifwatch.Link, r *config.Rule) {
 		// The link may already be gone again; ifwatch will say so.
 		d.attachErrs++
 		d.failed[l.Index] = failure{link: l, rule: r, err: err}
-		d.log.Error("attach failed", "iface", l.Name, "ifindex", l.Index, "rule", r.Name, "err", err)
+		d.log.Error("attach failed", "iface", l.Name, "ifindex", l.Index, "rule", r.Name, "datapath", dp, "err", err)
 		return
 	}
 	delete(d.failed, l.Index)
-	a := &attachment{srv: srv, link: l, rule: r, done: make(chan struct{})}
+	a := &attachment{srv: srv, datapath: dp, link: l, rule: r, done: make(chan struct{}), closed: make(chan struct{})}
 	d.attached[l.Index] = a
 	d.attaches++
 	d.wg.Add(1)
@@ -174,7 +203,7 @@ func (d *daemon) attach(l ifwatch.Link, r *config.Rule) {
 		}
 	}()
 	d.log.Info("attach", "iface", l.Name, "ifindex", l.Index, "mac", l.MAC.String(), "up", l.Up,
-		"rule", r.Name, "mode", r.Mode.String())
+		"rule", r.Name, "mode", r.Mode.String(), "datapath", dp)
 	d.checkSysctls(a)
 }
 
@@ -221,6 +250,7 @@ func (d *daemon) detach(l ifwatch.Link) {
 		d.closing <- struct{}{}
 		_ = a.srv.Close()
 		<-d.closing
+		close(a.closed)
 		<-a.done
 		st := a.srv.Stats()
 		d.mu.Lock()
@@ -228,7 +258,7 @@ func (d *daemon) detach(l ifwatch.Link) {
 		d.retired.Add(st)
 		d.detaches++
 		d.mu.Unlock()
-		d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(),
+		d.log.Info("detach", "iface", l.Name, "ifindex", l.Index, "mac", a.link.MAC.String(), "datapath", a.datapath,
 			"requests", st.Requests, "replies", st.Replies, "rate_limited", st.RateLimited)
 	}()
 }
@@ -385,7 +415,7 @@ func (d *daemon) interfaces(links []ifwatch.LinkState) []status.Interface {
 				i.Reason = fmt.Sprintf("%s: master %s", i.Reason, masterName(names, l.Master))
 			}
 		case attached:
-			i.State, i.Rule = status.Attached, a.rule.Name
+			i.State, i.Rule, i.Datapath = status.Attached, a.rule.Name, string(a.datapath)
 			st := a.srv.Stats()
 			c := &status.Counters{Requests: st.Requests, Replies: st.Replies, RateLimited: st.RateLimited,
 				DryRun: st.DryRun, SendErrors: st.SendErrors}

@@ -79,17 +79,27 @@ type metrics struct {
 	now                 func() time.Time
 }
 
+// about is what the info metrics say: pxresp_build_info and
+// pxresp_datapath_info.
+type about struct {
+	Version string
+	// Datapath is the one chosen at start, and DatapathReason why
+	// ("requested", or --datapath auto's reason).
+	Datapath       Datapath
+	DatapathReason string
+}
+
 // newMetrics returns the metrics and the registry holding them, with the
 // standard Go runtime and process collectors. snap is called once per
 // scrape; the collector never calls it concurrently with itself. Call
 // newMetrics once the initial configuration is loaded: it counts as the last
 // successful load (pxresp_config_last_reload_successful 1, and its
 // timestamp is now) but not as a reload.
-func newMetrics(version string, snap func() snapshot) (*metrics, *prometheus.Registry) {
-	return newMetricsAt(version, snap, time.Now)
+func newMetrics(ab about, snap func() snapshot) (*metrics, *prometheus.Registry) {
+	return newMetricsAt(ab, snap, time.Now)
 }
 
-func newMetricsAt(version string, snap func() snapshot, now func() time.Time) (*metrics, *prometheus.Registry) {
+func newMetricsAt(ab about, snap func() snapshot, now func() time.Time) (*metrics, *prometheus.Registry) {
 	m := &metrics{
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pxresp_reply_latency_seconds",
@@ -118,15 +128,21 @@ func newMetricsAt(version string, snap func() snapshot, now func() time.Time) (*
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "pxresp_build_info",
 		Help:        "Always 1; the labels give pxresp's version and the Go version it was built with.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": ab.Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
+	datapathInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "pxresp_datapath_info",
+		Help:        "Always 1; the labels give the datapath chosen at start (ebpf or packet; on ebpf, route-mode rules are served from AF_PACKET) and why: requested, or --datapath auto's reason.",
+		ConstLabels: prometheus.Labels{"datapath": string(ab.Datapath), "reason": ab.DatapathReason},
+	})
+	datapathInfo.Set(1)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo,
+		buildInfo, datapathInfo,
 		m.Latency, m.reloads, m.lastReloadOK, m.lastReloadSuccessTS,
 		newCollector(snap),
 	)

@@ -55,6 +55,7 @@ var pxrespMetrics = map[string]string{
 	"pxresp_config_last_reload_successful":                "gauge",
 	"pxresp_config_last_reload_success_timestamp_seconds": "gauge",
 	"pxresp_build_info":                                   "gauge",
+	"pxresp_datapath_info":                                "gauge",
 }
 
 var routeMetrics = map[string]string{
@@ -99,7 +100,7 @@ func newMetricsRig(t *testing.T, s snapshot) *metricsRig {
 	t.Helper()
 	r := &metricsRig{now: time.Unix(1_700_000_000, 250_000_000)}
 	r.snap.Store(&s)
-	m, reg := newMetricsAt("1.2.3-test", func() snapshot { return *r.snap.Load() }, func() time.Time { return r.now })
+	m, reg := newMetricsAt(about{Version: "1.2.3-test", Datapath: EBPF, DatapathReason: "requested"}, func() snapshot { return *r.snap.Load() }, func() time.Time { return r.now })
 	r.m = m
 	r.srv = httptest.NewServer(newHTTPHandler(reg, r.ready.Load, nil))
 	t.Cleanup(r.srv.Close)
@@ -244,6 +245,9 @@ func TestMetricsExposition(t *testing.T) {
 			if got := e.Get(t, "pxresp_build_info", "version", "1.2.3-test", "goversion", runtime.Version()); got != 1 {
 				t.Errorf("pxresp_build_info = %v, want 1", got)
 			}
+			if got := e.Get(t, "pxresp_datapath_info", "datapath", "ebpf", "reason", "requested"); got != 1 {
+				t.Errorf("pxresp_datapath_info = %v, want 1", got)
+			}
 			// At start: no reload yet, and the initial load succeeded.
 			for _, res := range []string{"success", "failure"} {
 				if got := e.Get(t, "pxresp_config_reloads_total", "result", res); got != 0 {
@@ -295,7 +299,7 @@ func TestMetricsLint(t *testing.T) {
 	r := newMetricsRig(t, fakeSnapshot(true))
 	r.m.Latency.Observe(20e-6)
 	r.m.reload(false)
-	_, reg := newMetricsAt("x", func() snapshot { return fakeSnapshot(true) }, time.Now)
+	_, reg := newMetricsAt(about{Version: "x", Datapath: Packet, DatapathReason: "auto: CAP_BPF not held"}, func() snapshot { return fakeSnapshot(true) }, time.Now)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -349,6 +353,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"pxresp_config_reloads_total":   {"result": true},
 		"pxresp_route_lookups_total":    {"result": true},
 		"pxresp_build_info":             {"version": true, "goversion": true},
+		"pxresp_datapath_info":          {"datapath": true, "reason": true},
 		"pxresp_reply_latency_seconds":  {"le": true},
 		"pxresp_sysctl_problems":        {"check": true},
 		"pxresp_interfaces_skipped":     {"reason": true},
@@ -370,9 +375,10 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	}
 	// 17 plain counters and gauges, NumVerdicts-1 verdicts, the histogram's
 	// buckets (and +Inf), sum and count, 2 reload results, 2 reload gauges,
-	// build info, 3 route results, 3 more route counters and the route
-	// cache's size, a sysctl gauge per check and a skipped gauge per reason.
-	if want := 17 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 1 + 3 + 3 + 1 + len(diag.Checks) + len(skipReasons); n != want {
+	// build and datapath info, 3 route results, 3 more route counters and
+	// the route cache's size, a sysctl gauge per check and a skipped gauge
+	// per reason.
+	if want := 17 + (policy.NumVerdicts - 1) + len(latencyBuckets) + 3 + 2 + 2 + 2 + 3 + 3 + 1 + len(diag.Checks) + len(skipReasons); n != want {
 		t.Errorf("%d pxresp_ series, want %d: %v", n, want, e.Names("pxresp_"))
 	}
 }
@@ -402,7 +408,7 @@ func TestMetricsMonotonic(t *testing.T) {
 		c.Route = &rt
 		return c
 	}
-	m, reg := newMetrics("t", step)
+	m, reg := newMetrics(about{Version: "t", Datapath: Packet, DatapathReason: "requested"}, step)
 	srv := httptest.NewServer(newHTTPHandler(reg, func() bool { return true }, nil))
 	defer srv.Close()
 
@@ -443,7 +449,7 @@ func TestMetricsMonotonic(t *testing.T) {
 // function concurrently.
 func TestMetricsSnapshotSerialised(t *testing.T) {
 	var inside, overlaps, calls atomic.Int32
-	_, reg := newMetrics("t", func() snapshot {
+	_, reg := newMetrics(about{Version: "t", Datapath: Packet, DatapathReason: "requested"}, func() snapshot {
 		calls.Add(1)
 		if inside.Add(1) > 1 {
 			overlaps.Add(1)
@@ -572,7 +578,7 @@ func TestMetricsServeHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, reg := newMetrics("t", func() snapshot { return fakeSnapshot(false) })
+	_, reg := newMetrics(about{Version: "t", Datapath: Packet, DatapathReason: "requested"}, func() snapshot { return fakeSnapshot(false) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

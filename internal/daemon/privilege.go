@@ -11,9 +11,13 @@ import (
 )
 
 // dropPrivileges keeps CAP_NET_RAW and gives up every other capability, for
-// good. The daemon calls it once, after its initial sockets are open; it
-// still needs CAP_NET_RAW for the AF_PACKET socket of every interface that
-// appears later.
+// good. The daemon calls it once, after its initial interfaces are
+// attached; it still needs CAP_NET_RAW for the AF_PACKET socket of every
+// interface that appears later (on the eBPF datapath, those of route-mode
+// rules). The eBPF datapath needs nothing more once its program is loaded:
+// the kernel checks CAP_BPF and CAP_NET_ADMIN when a program is loaded and
+// its maps are created, not when the program's file descriptor attaches it
+// to an interface (a tcx link) nor when a map is updated through its own.
 //
 // Afterwards, on every thread of the process: the permitted and effective
 // sets are {CAP_NET_RAW} (or empty, if it was not held), the inheritable and

@@ -35,11 +35,13 @@ type Options struct {
 	// MetricsAddr with TLS and basic auth ("": plain HTTP).
 	WebConfigFile string
 	DryRun        bool
+	// Datapath is --datapath: Auto (the zero value ""), Packet or EBPF.
+	Datapath Datapath
 	// Version is reported in the log and in pxresp_build_info.
 	Version string
 	// DropPrivileges drops every capability but CAP_NET_RAW once the
-	// first interfaces are attached. Tests running the daemon inside their
-	// own process leave it off.
+	// first interfaces are attached (dropPrivileges). Tests running the
+	// daemon inside their own process leave it off.
 	DropPrivileges bool
 }
 
@@ -52,8 +54,33 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 	cfg := o.Config
 	var cur atomic.Pointer[config.Config] // the configuration serving now
 	cur.Store(cfg)
+	// Both datapaths need CAP_NET_RAW: route-mode rules are served from
+	// AF_PACKET on the eBPF datapath too, and a reload can add one.
 	if err := responder.CheckPermission(); err != nil {
 		return err
+	}
+	dp, why, err := chooseDatapath(o.Datapath, o.DryRun, ebpfSupported)
+	if err != nil {
+		return err
+	}
+	var listenEBPF func(responder.Config) (server, error)
+	if dp == EBPF {
+		var closeEBPF func() error
+		listenEBPF, closeEBPF, err = openEBPF()
+		if err != nil {
+			if o.Datapath == EBPF {
+				return fmt.Errorf("the eBPF datapath (--datapath ebpf): %w", err)
+			}
+			dp, why = Packet, "auto: "+err.Error()
+		} else {
+			// Deferred first, so run last: after every interface's
+			// listener is closed (d.run).
+			defer func() {
+				if err := closeEBPF(); err != nil {
+					log.Error("closing the eBPF program", "err", err)
+				}
+			}()
+		}
 	}
 	// One netlink subscription for the process. A larger buffer makes
 	// overflows (and resyncs) rarer during bursts of veth churn. Without
@@ -66,6 +93,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 	d := newDaemon(ctx, log)
 	d.rateLimit = o.RateLimit
 	d.dryRun = o.DryRun
+	d.datapath, d.listenEBPF = dp, listenEBPF
 	// The route cache registers first: it is invalidated before the
 	// watcher's events for the same notification are handled.
 	if err := d.router.ensure(cfg, mon, log); err != nil {
@@ -92,7 +120,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
 		var reg *prometheus.Registry
-		m, reg = newMetrics(o.Version, func() snapshot {
+		m, reg = newMetrics(about{Version: o.Version, Datapath: dp, DatapathReason: why}, func() snapshot {
 			s := d.snapshot()
 			s.Resyncs = mon.Resyncs()
 			s.Skipped = make(map[ifwatch.Skip]int)
@@ -106,7 +134,8 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 		d.latency = m.Latency
 		stat := func() *status.Status {
 			c := cur.Load()
-			st := &status.Status{Version: o.Version, Config: c.Source, Ready: ready(), Interfaces: d.interfaces(w.Links())}
+			st := &status.Status{Version: o.Version, Config: c.Source, Datapath: string(dp), DatapathReason: why,
+				Ready: ready(), Interfaces: d.interfaces(w.Links())}
 			for _, r := range c.Rules {
 				st.Rules = append(st.Rules, status.Rule{Name: r.Name, Interfaces: r.Interfaces, Answers: r.Describe()})
 			}
@@ -120,6 +149,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger, reload <-chan os.Sign
 	}
 	log.Info("start", "version", o.Version, "config", cfg.Source, "rules", len(cfg.Rules),
 		"iface", cfg.Globs(), "rate_limit", o.RateLimit, "dry_run", o.DryRun, "metrics_addr", o.MetricsAddr)
+	log.Info("datapath", "datapath", dp, "reason", why)
 	for _, r := range cfg.Rules {
 		log.Info("rule", "rule", r.Name, "iface", r.Interfaces, "answers", r.Describe())
 	}

@@ -31,7 +31,11 @@ type Status struct {
 	Version string `json:"version"`
 	// Config is the rules' file, or "command line".
 	Config string `json:"config"`
-	Rules  []Rule `json:"rules"`
+	// Datapath is the datapath chosen at start ("ebpf" or "packet"), and
+	// DatapathReason why: "requested", or the reason of --datapath auto.
+	Datapath       string `json:"datapath"`
+	DatapathReason string `json:"datapath_reason"`
+	Rules          []Rule `json:"rules"`
 	// Ready is true once the initial interfaces are attached (/readyz).
 	Ready      bool        `json:"ready"`
 	Interfaces []Interface `json:"interfaces"`
@@ -54,7 +58,10 @@ type Interface struct {
 	// Reason says why the interface is skipped or failed.
 	Reason string `json:"reason,omitempty"`
 	// Rule is the name of the rule serving the interface.
-	Rule     string    `json:"rule,omitempty"`
+	Rule string `json:"rule,omitempty"`
+	// Datapath serves an attached interface: "ebpf" or "packet" (the
+	// eBPF datapath serves route-mode rules from AF_PACKET).
+	Datapath string    `json:"datapath,omitempty"`
 	Counters *Counters `json:"counters,omitempty"`
 	// Problems are the sysctl settings that work against pxresp on the
 	// interface.
@@ -84,21 +91,21 @@ func Write(w io.Writer, s *Status) error {
 	if !s.Ready {
 		ready = "not ready"
 	}
-	fmt.Fprintf(w, "pxresp %s, %s, config %s\n\n", s.Version, ready, s.Config)
+	fmt.Fprintf(w, "pxresp %s, %s, config %s, datapath %s (%s)\n\n", s.Version, ready, s.Config, dash(s.Datapath), dash(s.DatapathReason))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RULE\tINTERFACES\tANSWERS")
 	for _, r := range s.Rules {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, strings.Join(r.Interfaces, " "), r.Answers)
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "INTERFACE\tINDEX\tSTATE\tRULE\tREQUESTS\tREPLIES\tIGNORED\tRATE-LIMITED\tWHY")
+	fmt.Fprintln(tw, "INTERFACE\tINDEX\tSTATE\tRULE\tDATAPATH\tREQUESTS\tREPLIES\tIGNORED\tRATE-LIMITED\tWHY")
 	var problems []string
 	for _, i := range s.Interfaces {
 		req, rep, ign, lim := "-", "-", "-", "-"
 		if c := i.Counters; c != nil {
 			req, rep, ign, lim = u(c.Requests), u(c.Replies), u(c.Ignored), u(c.RateLimited)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Index, i.State, dash(i.Rule), req, rep, ign, lim, dash(i.Reason))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Index, i.State, dash(i.Rule), dash(i.Datapath), req, rep, ign, lim, dash(i.Reason))
 		for _, p := range i.Problems {
 			problems = append(problems, fmt.Sprintf("%s\t%s\t%s", i.Name, p.Check, p.Message))
 		}

@@ -279,7 +279,7 @@ func TestCapabilities(t *testing.T) {
 	pod := tp.Pods[0]
 	netRawOnly := slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw"})
 	noCaps := slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all", "--bounding-set", "-all"})
-	args := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
+	args := []string{"--datapath", "packet", "--iface", "cali*", "--gw", "169.254.1.1"}
 
 	p := startPxrespAs(t, tp, netRawOnly, args...)
 	p.WaitT(t, pxproc.Has("msg=attach"), 1)

@@ -26,7 +26,8 @@ func TestInterfaceMovesNetns(t *testing.T) {
 	pod, other := tp.Pods[0], tp.Pods[1]
 	ctx := context.Background()
 	away := topotest.AddNS(t, tp.Prefix+"away")
-	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
+	// The AF_PACKET datapath: the test counts its sockets.
+	p := startPxresp(t, tp, "--datapath", "packet", "--iface", "cali*", "--gw", "169.254.1.1")
 	p.WaitT(t, pxproc.Has("msg=attach"), 2)
 	c, co := topotest.Client(t, pod), topotest.Client(t, other)
 	req := arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)

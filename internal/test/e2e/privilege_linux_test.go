@@ -27,25 +27,32 @@ func checkTasks(t *testing.T, pid int, want procstat.Caps) {
 
 // TestPrivilegesDroppedDaemon: the pxresp binary started as root, or as
 // nobody with more than CAP_NET_RAW, drops to CAP_NET_RAW on every thread
-// once ready, and still serves: a pod's kernel resolves the gateway and
-// pings through it, and a veth created after the drop is attached (a new
-// AF_PACKET socket) and answered.
+// once ready, on either datapath: the eBPF one needs CAP_BPF and
+// CAP_NET_ADMIN to load its program, not to attach it. It still serves: a
+// pod's kernel resolves the gateway and pings through it, and a veth
+// created after the drop is attached on the same datapath (a new AF_PACKET
+// socket, or a new tcx link and map entries) and answered.
 func TestPrivilegesDroppedDaemon(t *testing.T) {
 	tp := newTopo(t, 1)
 	all := procstat.AllCaps(t)
 	for _, c := range []struct {
-		name    string
-		wrapper []string
-		want    procstat.Caps
+		name     string
+		datapath string
+		wrapper  []string
+		want     procstat.Caps
 	}{
-		{"root", nil, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: procstat.NetRawMask, NoNewPrivs: 1}},
-		{"nobody with CAP_NET_RAW and CAP_NET_ADMIN",
+		{"root", "packet", nil, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: procstat.NetRawMask, NoNewPrivs: 1}},
+		{"nobody with CAP_NET_RAW and CAP_NET_ADMIN", "packet",
 			slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all,+net_raw,+net_admin", "--ambient-caps", "-all,+net_raw,+net_admin"}),
+			procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: all, NoNewPrivs: 1}},
+		{"root, eBPF", "ebpf", nil, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: procstat.NetRawMask, NoNewPrivs: 1}},
+		{"nobody with CAP_NET_RAW, CAP_NET_ADMIN, CAP_BPF and CAP_PERFMON, eBPF", "ebpf",
+			slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all,+net_raw,+net_admin,+bpf,+perfmon", "--ambient-caps", "-all,+net_raw,+net_admin,+bpf,+perfmon"}),
 			procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: all, NoNewPrivs: 1}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			p := startPxrespAs(t, tp, c.wrapper, "--iface", "cali*", "--gw", "169.254.1.1")
+			p := startPxrespAs(t, tp, c.wrapper, "--datapath", c.datapath, "--iface", "cali*", "--gw", "169.254.1.1")
 			p.WaitT(t, pxproc.Has(`msg="privileges dropped"`), 1)
 			checkTasks(t, p.Pid(), c.want)
 
@@ -63,7 +70,7 @@ func TestPrivilegesDroppedDaemon(t *testing.T) {
 					t.Error(err)
 				}
 			}()
-			p.WaitT(t, pxproc.Has("msg=attach", "iface="+np.HostIf), 1)
+			p.WaitT(t, pxproc.Has("msg=attach", "iface="+np.HostIf, "datapath="+c.datapath), 1)
 			cl, err := arptest.Open(np.NS, np.PodIf)
 			if err != nil {
 				t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 const (
 	NetRawMask = 1 << unix.CAP_NET_RAW // 0x2000
 	SetpcapBit = 1 << unix.CAP_SETPCAP
+	// NetAdminMask is CAP_NET_ADMIN's bit.
+	NetAdminMask = 1 << unix.CAP_NET_ADMIN
 )
 
 // AsNobody is the setpriv prefix that runs a command as nobody (65534).

@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0-only) */
+/* See types.h: the BPF target's asm/posix_types.h is the generic one. */
+#include <asm-generic/posix_types.h>
