@@ -83,7 +83,8 @@ ffff9b2c0a1b5000 3      3    0806   9     1 0      0      51000
 		t.Error("bad ifindex: no error")
 	}
 	s := Snapshot{FDs: 9, Sockets: 4, Threads: 7, RSSKB: 5000, Packet: m}
-	if s.PacketSockets() != 3 || s.String() != "9 fds (4 sockets, 3 AF_PACKET), 7 threads, RSS 5000 kB" {
+	s.BPF = BPF{Links: 2, Maps: 5, Progs: 1}
+	if s.PacketSockets() != 3 || s.String() != "9 fds (4 sockets, 3 AF_PACKET; BPF: 2 links, 5 maps, 1 programs), 7 threads, RSS 5000 kB" {
 		t.Errorf("String = %q", s.String())
 	}
 }
