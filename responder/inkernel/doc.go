@@ -39,8 +39,8 @@
 //     and passes the request on (to the kernel's proxy_arp, if it is on);
 //   - rewrites the request in place into the kernel's proxy_arp reply
 //     (arpframe.EncodeReply: untagged, 42 bytes, any padding trimmed with
-//     bpf_skb_change_tail), counts it, and redirects it out the same
-//     interface (bpf_redirect).
+//     bpf_skb_change_tail, tags popped), counts it, and redirects it out
+//     the same interface (bpf_redirect).
 //
 // The shared tables hold both datapaths to the kernel and to each other:
 // testdata/arp-frames.txt through BPF_PROG_TEST_RUN, FuzzProgram against a
@@ -119,16 +119,21 @@
 // # Capabilities
 //
 // Load (and Supported, which loads the program) needs CAP_BPF and
-// CAP_NET_ADMIN in the effective set: CAP_BPF to create the maps,
-// CAP_NET_ADMIN (with CAP_BPF) to load a sched_cls program.
+// CAP_NET_ADMIN in the effective set, and nothing else: CAP_BPF to create
+// the maps, CAP_NET_ADMIN (with CAP_BPF) to load a sched_cls program. The
+// program needs no CAP_PERFMON: it reads the frame with bpf_skb_load_bytes
+// and writes the reply with bpf_skb_store_bytes rather than through packet
+// pointers, and indexes its counters with a verdict the verifier sees as a
+// bounded unknown, the two kinds of pointer arithmetic the verifier
+// refuses without CAP_PERFMON (its Spectre mitigations).
 //
 // Serving needs no capability at all: attaching the loaded program to a
 // new interface (a tcx link made from the program's file descriptor),
 // Apply, Stats, Bound and Close work with an empty effective set, because
 // the kernel checks the capabilities when the program and the maps are
-// created and serving uses their file descriptors (TestServingCapabilities
-// holds this on the kernel it runs on). A daemon that serves every
-// interface in the kernel can drop every capability once Load has
-// returned; it keeps CAP_NET_RAW only for interfaces the packet datapath
-// serves (route mode).
+// created and serving uses their file descriptors. TestLoadCapabilities and
+// TestServingCapabilities hold both on the kernel they run on. A daemon
+// that serves every interface in the kernel can drop every capability once
+// Load has returned; it keeps CAP_NET_RAW only for interfaces the packet
+// datapath serves (route mode).
 package inkernel

@@ -45,12 +45,10 @@ func load(t testing.TB) *Program {
 // on-link prefixes.
 func attachTo(t testing.TB, p *Program, tp *topo.Topology, pod *topo.Pod, edit func(*responder.Config)) *Iface {
 	t.Helper()
+	ifi := hostIf(t, tp, pod)
 	var i *Iface
 	err := tp.Host.Do(func() error {
-		ifi, err := net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
+		var err error
 		cfg := responder.Config{Index: ifi.Index, Name: ifi.Name,
 			Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}}
 		if edit != nil {
@@ -68,6 +66,61 @@ func attachTo(t testing.TB, p *Program, tp *topo.Topology, pod *topo.Pod, edit f
 		}
 	})
 	return i
+}
+
+// inNS starts a goroutine locked on a thread in ns, which runs the
+// functions given to the returned func there, one at a time, until t ends.
+// The thread is in ns when inNS returns, and stays there whatever
+// capabilities the test drops afterwards.
+func inNS(t testing.TB, ns *topo.NS) func(fn func()) {
+	t.Helper()
+	jobs := make(chan func())
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(func() error {
+			for job := range jobs {
+				job()
+			}
+			return nil
+		})
+	}()
+	gone := false
+	run := func(fn func()) {
+		ok := make(chan struct{})
+		select {
+		case jobs <- func() { fn(); close(ok) }:
+			<-ok
+		case err := <-done:
+			gone = true
+			t.Fatalf("the thread in %s is gone: %v", ns.Name, err)
+		}
+	}
+	t.Cleanup(func() {
+		close(jobs)
+		if gone {
+			return
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	run(func() {}) // in ns now
+	return run
+}
+
+// hostIf returns the host side of pod, as its namespace sees it.
+func hostIf(t testing.TB, tp *topo.Topology, pod *topo.Pod) *net.Interface {
+	t.Helper()
+	var ifi *net.Interface
+	err := tp.Host.Do(func() error {
+		var err error
+		ifi, err = net.InterfaceByName(pod.HostIf)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ifi
 }
 
 func gatewayPolicy(t testing.TB) *policy.Policy {

@@ -53,6 +53,27 @@ func TestRateLimitInKernel(t *testing.T) {
 	rate, burst := responder.DefaultRateLimit, ratelimit.DefaultBurst(responder.DefaultRateLimit)
 	const n = 5000
 	req := arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)
+	reply := hostile.ReplyTo(t, req, topo.GatewayMAC)
+	// The replies are read while the flood goes on: the client's socket
+	// holds a few hundred.
+	received, wrong := make(chan uint64, 1), make(chan []byte, 1)
+	go func() {
+		got := uint64(0)
+		for range n {
+			r, err := cl.NextReply(500 * time.Millisecond)
+			if err != nil || r == nil {
+				break
+			}
+			if !bytes.Equal(r, reply) {
+				select {
+				case wrong <- r:
+				default:
+				}
+			}
+			got++
+		}
+		received <- got
+	}()
 	start := time.Now()
 	for range n {
 		if err := cl.Send(req); err != nil {
@@ -71,19 +92,13 @@ func TestRateLimitInKernel(t *testing.T) {
 	case elapsed.Seconds()*float64(rate)+float64(burst) < n && st.RateLimited == 0:
 		t.Errorf("nothing rate limited: stats %+v", st)
 	}
-	got := uint64(0)
-	for got <= st.Replies {
-		r, err := cl.NextReply(200 * time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r == nil {
-			break
-		}
-		got++
-	}
-	if got != st.Replies {
+	if got := <-received; got != st.Replies {
 		t.Errorf("the pod got %d replies, the program counted %d", got, st.Replies)
+	}
+	select {
+	case r := <-wrong:
+		t.Errorf("reply %x, want %x", r, reply)
+	default:
 	}
 }
 
@@ -378,18 +393,7 @@ func TestBoundAfterDelete(t *testing.T) {
 	tp := topotest.New(t, 1, "pxik")
 	pod := tp.Pods[0]
 	p := load(t)
-	var i *Iface
-	err := tp.Host.Do(func() error {
-		ifi, err := net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
-		i, err = p.Attach(responder.Config{Index: ifi.Index, Name: ifi.Name, Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	i := attachTo(t, p, tp, pod, nil)
 	if !i.Bound() {
 		t.Fatal("not bound after Attach")
 	}
@@ -439,13 +443,8 @@ func TestNoFDLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	loaded := bpfFDs(t)
-	var ifi *net.Interface
+	ifi := hostIf(t, tp, pod)
 	err = tp.Host.Do(func() error {
-		var err error
-		ifi, err = net.InterfaceByName(pod.HostIf)
-		if err != nil {
-			return err
-		}
 		for n := range 100 {
 			i, err := p.Attach(responder.Config{Index: ifi.Index, Name: ifi.Name, RateLimit: responder.DefaultRateLimit,
 				Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t), OnLink: []netip.Prefix{netip.PrefixFrom(pod.IP, 32)}}})
@@ -474,4 +473,76 @@ func TestNoFDLeak(t *testing.T) {
 		t.Errorf("%d eBPF fds after Program.Close, %d before Load", n, before)
 	}
 	t.Logf("eBPF fds: %d before Load, %d loaded, %d after", before, loaded, bpfFDs(t))
+}
+
+// TestAttachRefusals: what Attach refuses, it refuses with a clear error
+// and leaves no map entry and no link behind.
+func TestAttachRefusals(t *testing.T) {
+	tp := topotest.New(t, 1, "pxik")
+	pod := tp.Pods[0]
+	p := load(t)
+	route, err := policy.NewRoute(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const missing = 1 << 20 // no interface of the test's namespace has it
+	ifi := hostIf(t, tp, pod)
+	err = tp.Host.Do(func() error {
+		cfg := func(edit func(*responder.Config)) responder.Config {
+			c := responder.Config{Index: ifi.Index, Name: ifi.Name, Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}}
+			edit(&c)
+			return c
+		}
+		for _, c := range []struct {
+			what string
+			cfg  responder.Config
+			want string
+		}{
+			{"route mode", cfg(func(c *responder.Config) { c.Policy = route }), ErrRouteMode.Error()},
+			{"no policy", cfg(func(c *responder.Config) { c.Policy = nil }), "no policy"},
+			{"a 3-byte MAC", cfg(func(c *responder.Config) { c.MAC = c.MAC[:3] }), "not a 6-byte Ethernet address"},
+			{"a multicast override", cfg(func(c *responder.Config) { c.Override = net.HardwareAddr{1, 0, 0x5e, 0, 0, 1} }), "override MAC"},
+			{"ifindex 0", cfg(func(c *responder.Config) { c.Index = 0 }), "invalid ifindex"},
+			{"a missing interface", cfg(func(c *responder.Config) { c.Index, c.Name = missing, "missing0" }), "missing0"},
+		} {
+			i, err := p.Attach(c.cfg)
+			switch {
+			case err == nil:
+				i.Close()
+				t.Errorf("%s: Attach succeeded", c.what)
+			case !strings.Contains(err.Error(), c.want):
+				t.Errorf("%s: Attach = %v, want an error containing %q", c.what, err, c.want)
+			default:
+				t.Logf("%s: %v", c.what, err)
+			}
+			if e := entries(t, p, c.cfg.Index); len(e) != 0 {
+				t.Errorf("%s: map entries left: %v", c.what, e)
+			}
+		}
+		i, err := p.Attach(cfg(func(*responder.Config) {}))
+		if err != nil {
+			return err
+		}
+		defer i.Close()
+		if _, err := p.Attach(cfg(func(*responder.Config) {})); err == nil || !strings.Contains(err.Error(), "attached already") {
+			t.Errorf("a second Attach to %s = %v, want a refusal", ifi.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if progs := tcxPrograms(t, tp.Host, pod.HostIf); len(progs) != 0 {
+		t.Errorf("%d programs left on %s", len(progs), pod.HostIf)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = tp.Host.Do(func() error {
+		_, err := p.Attach(responder.Config{Index: ifi.Index, Name: ifi.Name, Settings: responder.Settings{MAC: ifi.HardwareAddr, Policy: gatewayPolicy(t)}})
+		return err
+	})
+	if !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Attach after Program.Close = %v, want net.ErrClosed", err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/pxresp/pxresp/internal/arpframe"
+	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/framecases"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -129,7 +130,7 @@ type runner struct {
 	iface *Iface
 	index int
 	mac   net.HardwareAddr
-	jobs  chan func()
+	do    func(func()) // runs a function in the namespace
 }
 
 // newRunner loads the program, makes a namespace with a veth whose MAC is
@@ -140,22 +141,7 @@ func newRunner(t testing.TB, s responder.Settings) *runner {
 	privtest.Require(t)
 	ns := topotest.AddNS(t, topo.NewPrefix("pxikrun")+"ns")
 	topotest.Exec(t, ns, "ip", "link", "add", "tr0", "address", topo.GatewayMAC.String(), "type", "veth", "peer", "name", "tr1")
-	r := &runner{p: load(t), jobs: make(chan func())}
-	done := make(chan error, 1)
-	go func() {
-		done <- ns.Do(func() error {
-			for job := range r.jobs {
-				job()
-			}
-			return nil
-		})
-	}()
-	t.Cleanup(func() {
-		close(r.jobs)
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	r := &runner{p: load(t), do: inNS(t, ns)}
 	var err error
 	r.do(func() {
 		var ifi *net.Interface
@@ -172,13 +158,6 @@ func newRunner(t testing.TB, s responder.Settings) *runner {
 		t.Fatal(err)
 	}
 	return r
-}
-
-// do runs fn in the namespace.
-func (r *runner) do(fn func()) {
-	done := make(chan struct{})
-	r.jobs <- func() { fn(); close(done) }
-	<-done
 }
 
 // run runs the program once on frame and returns what became of it.
@@ -373,4 +352,32 @@ func addr4(a uint32) netip.Addr {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], a)
 	return netip.AddrFrom4(b)
+}
+
+// BenchmarkProgram: the program's cost per frame in the kernel
+// (BPF_PROG_TEST_RUN, repeated b.N times in one call): an IPv4 frame, what
+// it adds to every frame of a pod's traffic, and a request it ignores.
+func BenchmarkProgram(b *testing.B) {
+	r := newRunner(b, responder.Settings{Policy: gatewayPolicy(b)})
+	pod := [6]byte{2, 0, 10, 244, 0, 2}
+	podIP, other := netip.MustParseAddr("10.244.0.2"), netip.MustParseAddr("10.244.0.3")
+	ipv4 := arpframe.EncodeRequest(make([]byte, arpframe.Len), arpframe.Broadcast, pod, podIP, topo.Gateway)
+	binary.BigEndian.PutUint16(ipv4[arpframe.OffEthType:], 0x0800)
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"ipv4", arptest.PadTo(ipv4, 60)},
+		{"ignored", arpframe.EncodeRequest(make([]byte, arpframe.Len), arpframe.Broadcast, pod, podIP, other)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			opts := ebpf.RunOptions{Data: c.frame, Context: skbContext{Ifindex: uint32(r.index)}, Repeat: uint32(b.N)}
+			var err error
+			b.ResetTimer()
+			r.do(func() { _, err = r.p.objs.Pxresp.Run(&opts) })
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
 }

@@ -149,14 +149,18 @@ static __always_inline int allow(struct limit *l)
 
 /*
  * decide is policy.Decide for a gateway-mode policy, on a request whose
- * delivery (broadcast, or unicast to mac or answer) was checked. Not
- * inlined: its BTF carries enum verdict to bpf2go.
+ * delivery (broadcast, or unicast to mac or answer) was checked; bad_sha
+ * says the sender MAC is zero or a group address. A global function: the
+ * verifier checks it on its own, and its result is then an unknown scalar
+ * on every path of the caller, as counting by verdict needs without
+ * CAP_PERFMON (an index that is a different constant on different paths is
+ * refused). Its BTF also carries enum verdict to bpf2go.
  */
-static __noinline enum verdict decide(__u32 ifindex, const __u8 *sha, __be32 spa, __be32 tpa)
+__noinline enum verdict decide(__u32 ifindex, int bad_sha, __be32 spa, __be32 tpa)
 {
 	if (spa == 0)
 		return VERDICT_PROBE;
-	if ((sha[0] & 1) || mac_zero(sha) || bad_addr(bpf_ntohl(spa)))
+	if (bad_sha || bad_addr(bpf_ntohl(spa)))
 		return VERDICT_BAD_SENDER;
 	if (spa == tpa)
 		return VERDICT_GRATUITOUS;
@@ -169,18 +173,21 @@ static __noinline enum verdict decide(__u32 ifindex, const __u8 *sha, __be32 spa
 	return VERDICT_REPLY;
 }
 
-/*
- * The packet's bounds, read afresh from skb. The empty asm hides skb's
- * value from the compiler, which would otherwise keep &skb->data in a
- * register across helper calls, a ctx pointer the verifier refuses.
- */
-#define LOAD_BOUNDS(skb, data, data_end)                   \
-	do {                                               \
-		asm volatile("" : "+r"(skb));              \
-		data = (void *)(long)(skb)->data;          \
-		data_end = (void *)(long)(skb)->data_end;  \
-	} while (0)
+/* The start of a frame: Ethernet header and, after a priority tag, one more tag. */
+struct frame_head {
+	struct eth_addrs eth;
+	__be16 proto;
+	__be16 inner_tci;   /* a second tag's TCI, */
+	__be16 inner_proto; /* and the EtherType after it */
+} __attribute__((packed));
 
+/*
+ * The program reads the frame with bpf_skb_load_bytes and writes the reply
+ * with bpf_skb_store_bytes, never through packet pointers: arithmetic on a
+ * packet pointer with a variable offset (the ARP header's, after an
+ * optional tag) is refused by the verifier without CAP_PERFMON, and the
+ * helpers also read a frame that is not linear.
+ */
 SEC("tc")
 int pxresp(struct __sk_buff *skb)
 {
@@ -188,16 +195,32 @@ int pxresp(struct __sk_buff *skb)
 	struct iface *ifc;
 	struct counters *c;
 	struct limit *lim;
-	struct eth_addrs *eth;
-	struct arp_pkt *arp;
-	struct arp_frame *out;
-	void *data, *data_end;
+	struct frame_head head;
+	struct arp_pkt arp;
+	struct arp_frame out;
 	__u32 off = ETH_HLEN; /* where the ARP packet starts */
-	__u16 proto;
-	__u8 sha[6], answer[6];
+	__be16 proto;
 	__be32 spa, tpa;
 	enum verdict v;
 	int for_us;
+
+	/*
+	 * Every frame of the interface comes here: all but ARP leave at once,
+	 * on skb->protocol alone. The kernel has moved a VLAN tag out of the
+	 * frame, into skb->vlan_tci, before tc runs. A frame tagged with a
+	 * VLAN ID is for a VLAN device, and is never ARP for this interface; a
+	 * priority tag (VLAN ID 0) is taken off after tc, and the frame inside
+	 * is ordinary, as is one more priority tag inside it.
+	 */
+	if (skb->vlan_present) {
+		if ((skb->vlan_tci & VLAN_VID_MASK) != 0)
+			return TCX_NEXT;
+		if (skb->protocol != bpf_htons(ETH_P_ARP) && skb->protocol != bpf_htons(ETH_P_8021Q) &&
+		    skb->protocol != bpf_htons(ETH_P_8021AD))
+			return TCX_NEXT;
+	} else if (skb->protocol != bpf_htons(ETH_P_ARP)) {
+		return TCX_NEXT;
+	}
 
 	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
 	if (!ifc)
@@ -206,31 +229,18 @@ int pxresp(struct __sk_buff *skb)
 	if (!c)
 		return TCX_NEXT;
 
-	/*
-	 * The kernel has moved a VLAN tag out of the frame before tc runs. A
-	 * frame tagged with a VLAN ID is for a VLAN device, and is never ARP
-	 * for this interface; a priority tag (VLAN ID 0) is taken off after
-	 * tc, and the frame inside is ordinary, as is one more priority tag
-	 * inside it.
-	 */
-	if (skb->vlan_present && (skb->vlan_tci & VLAN_VID_MASK) != 0)
+	if (bpf_skb_load_bytes(skb, 0, &head, ETH_HLEN) < 0)
 		return TCX_NEXT;
-
-	LOAD_BOUNDS(skb, data, data_end);
-	if (data + ETH_HLEN > data_end)
-		return TCX_NEXT;
-	proto = bpf_ntohs(*(__be16 *)(data + 12));
-	if (skb->vlan_present && (proto == ETH_P_8021Q || proto == ETH_P_8021AD)) {
-		__be16 *inner = data + ETH_HLEN;
-
-		if ((void *)(inner + 2) > data_end)
+	proto = head.proto;
+	if (skb->vlan_present && (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &head.inner_tci, 4) < 0)
 			return TCX_NEXT;
-		if ((bpf_ntohs(inner[0]) & VLAN_VID_MASK) != 0)
+		if ((bpf_ntohs(head.inner_tci) & VLAN_VID_MASK) != 0)
 			return TCX_NEXT;
-		proto = bpf_ntohs(inner[1]);
+		proto = head.inner_proto;
 		off += 4;
 	}
-	if (proto != ETH_P_ARP)
+	if (proto != bpf_htons(ETH_P_ARP))
 		return TCX_NEXT;
 
 	/*
@@ -239,43 +249,37 @@ int pxresp(struct __sk_buff *skb)
 	 * (PACKET_OTHERHOST) before pxresp reads it. A request sent to a
 	 * multicast MAC is counted, as not for us.
 	 */
-	eth = data;
-	for_us = mac_broadcast(eth->dst) || mac_eq(eth->dst, ifc->mac) || mac_eq(eth->dst, ifc->answer);
-	if (!for_us && !(eth->dst[0] & 1))
+	for_us = mac_broadcast(head.eth.dst) || mac_eq(head.eth.dst, ifc->mac) || mac_eq(head.eth.dst, ifc->answer);
+	if (!for_us && !(head.eth.dst[0] & 1))
 		return TCX_NEXT;
 
-	if (skb->len < off + sizeof(struct arp_pkt)) {
+	if (skb->len < off + sizeof(arp)) {
 		c->malformed++;
 		return TCX_NEXT;
 	}
-	if (data + off + sizeof(struct arp_pkt) > data_end) {
-		if (bpf_skb_pull_data(skb, off + sizeof(struct arp_pkt)) < 0)
-			return TCX_NEXT;
-		LOAD_BOUNDS(skb, data, data_end);
-	}
-	arp = data + off;
-	if ((void *)(arp + 1) > data_end)
+	if (bpf_skb_load_bytes(skb, off, &arp, sizeof(arp)) < 0)
 		return TCX_NEXT;
-	if (arp->htype != bpf_htons(ARPHRD_ETHER) || arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != 6 || arp->plen != 4) {
+	if (arp.htype != bpf_htons(ARPHRD_ETHER) || arp.ptype != bpf_htons(ETH_P_IP) || arp.hlen != 6 || arp.plen != 4) {
 		c->malformed++;
 		return TCX_NEXT;
 	}
-	if (arp->op == bpf_htons(ARPOP_REPLY))
+	if (arp.op == bpf_htons(ARPOP_REPLY))
 		return TCX_NEXT;
-	if (arp->op != bpf_htons(ARPOP_REQUEST)) {
+	if (arp.op != bpf_htons(ARPOP_REQUEST)) {
 		c->malformed++;
-		return TCX_NEXT;
-	}
-	if (!for_us) {
-		c->requests++;
-		c->ignored[VERDICT_NOT_FOR_US]++;
 		return TCX_NEXT;
 	}
 	c->requests++;
-	__builtin_memcpy(sha, arp->sha, 6);
-	__builtin_memcpy(&spa, arp->spa, 4);
-	__builtin_memcpy(&tpa, arp->tpa, 4);
-	v = decide(ifindex, sha, spa, tpa);
+	if (!for_us) {
+		c->ignored[VERDICT_NOT_FOR_US]++;
+		return TCX_NEXT;
+	}
+	__builtin_memcpy(&spa, arp.spa, 4);
+	__builtin_memcpy(&tpa, arp.tpa, 4);
+	v = decide(ifindex, (arp.sha[0] & 1) || mac_zero(arp.sha), spa, tpa);
+	/* Keep the bounds check below, which the compiler knows true and the
+	 * verifier needs. */
+	asm volatile("" : "+r"(v));
 	if (v != VERDICT_REPLY) {
 		if (v < NUM_VERDICTS)
 			c->ignored[v]++;
@@ -290,12 +294,25 @@ int pxresp(struct __sk_buff *skb)
 		c->dry_run++;
 		return TCX_NEXT;
 	}
-	__builtin_memcpy(answer, ifc->answer, 6);
+
+	/* The reply, as arpframe.EncodeReply builds it. */
+	__builtin_memcpy(out.eth.dst, arp.sha, 6);
+	__builtin_memcpy(out.eth.src, ifc->answer, 6);
+	out.proto = bpf_htons(ETH_P_ARP);
+	out.arp.htype = bpf_htons(ARPHRD_ETHER);
+	out.arp.ptype = bpf_htons(ETH_P_IP);
+	out.arp.hlen = 6;
+	out.arp.plen = 4;
+	out.arp.op = bpf_htons(ARPOP_REPLY);
+	__builtin_memcpy(out.arp.sha, ifc->answer, 6);
+	__builtin_memcpy(out.arp.spa, &tpa, 4);
+	__builtin_memcpy(out.arp.tha, arp.sha, 6);
+	__builtin_memcpy(out.arp.tpa, &spa, 4);
 
 	/*
-	 * The reply: untagged and unpadded, 42 bytes, as the kernel sends it.
-	 * Popping the outer (offloaded) tag moves an inner one out of the
-	 * frame into its place; the second pop drops that.
+	 * Untagged and unpadded, 42 bytes, as the kernel sends it. Popping the
+	 * outer (offloaded) tag moves an inner one out of the frame into its
+	 * place; the second pop drops that.
 	 */
 	if (skb->vlan_present && bpf_skb_vlan_pop(skb) < 0)
 		goto send_error;
@@ -303,22 +320,8 @@ int pxresp(struct __sk_buff *skb)
 		goto send_error;
 	if (skb->len != ARP_LEN && bpf_skb_change_tail(skb, ARP_LEN, 0) < 0)
 		goto send_error;
-	LOAD_BOUNDS(skb, data, data_end);
-	out = data;
-	if ((void *)(out + 1) > data_end)
+	if (bpf_skb_store_bytes(skb, 0, &out, ARP_LEN, 0) < 0)
 		goto send_error;
-	__builtin_memcpy(out->eth.dst, sha, 6);
-	__builtin_memcpy(out->eth.src, answer, 6);
-	out->proto = bpf_htons(ETH_P_ARP);
-	out->arp.htype = bpf_htons(ARPHRD_ETHER);
-	out->arp.ptype = bpf_htons(ETH_P_IP);
-	out->arp.hlen = 6;
-	out->arp.plen = 4;
-	out->arp.op = bpf_htons(ARPOP_REPLY);
-	__builtin_memcpy(out->arp.sha, answer, 6);
-	__builtin_memcpy(out->arp.spa, &tpa, 4);
-	__builtin_memcpy(out->arp.tha, sha, 6);
-	__builtin_memcpy(out->arp.tpa, &spa, 4);
 	c->replies++;
 	return bpf_redirect(ifindex, 0);
 
