@@ -163,7 +163,7 @@ func parseFlags(args []string, env map[string]string, usage io.Writer) (*options
 	o.rateLimit = responder.DefaultRateLimit
 	fs.Var((*rateFlag)(&o.rateLimit), "rate-limit", "at most `N` replies per second on each interface; 0 for no limit")
 	o.datapath = daemon.Auto
-	fs.Var((*datapathFlag)(&o.datapath), "datapath", "`datapath`: ebpf answers from a tc program in the kernel (loading it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), packet from an AF_PACKET socket; auto is ebpf where it can run, packet elsewhere")
+	fs.Var((*datapathFlag)(&o.datapath), "datapath", "`datapath`: ebpf answers from a tc program in the kernel (loading it needs CAP_BPF and CAP_NET_ADMIN), packet from an AF_PACKET socket; auto is ebpf where it can run, packet elsewhere")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	withEnv(fs, "version")
 

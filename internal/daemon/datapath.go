@@ -11,7 +11,7 @@ import (
 // Datapath is how pxresp answers: Packet reads each request from an
 // AF_PACKET socket and writes the reply (CAP_NET_RAW); EBPF answers
 // gateway-mode rules from a tc program in the kernel (loading it needs
-// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), and route-mode rules as Packet
+// CAP_BPF and CAP_NET_ADMIN), and route-mode rules as Packet
 // does. Auto is EBPF where this process and its kernel allow it, Packet
 // elsewhere.
 type Datapath string

@@ -67,7 +67,9 @@
 // # The maps
 //
 // All are keyed by ifindex, so that one loaded program serves every
-// interface of one network namespace, the namespace of the first Attach:
+// interface of one network namespace, the namespace of the first Attach,
+// up to 16384 interfaces and 65536 prefixes of each kind (entries are
+// allocated as they are added):
 //
 //   - ifaces (hash): the interface's MAC, the MAC replies carry (the
 //     override, or the interface's), the dry-run flag. Its entry is what

@@ -240,3 +240,14 @@ func TestHostileFramesOnVeth(t *testing.T) {
 	h, _ := newHostileRig(t, nil)
 	h.RunTable(t)
 }
+
+// TestOverrideMACAndVLAN: with an override MAC, the shared table of
+// frames for the override, other hosts and VLANs
+// (hostile.Rig.OverrideTable); a frame tagged with a VLAN ID and sent to the
+// override is not answered, as the kernel does not answer it.
+func TestOverrideMACAndVLAN(t *testing.T) {
+	h, _ := newHostileRig(t, net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1})
+	for _, c := range h.OverrideTable(hostile.Filtered) {
+		h.Run(t, c)
+	}
+}

@@ -546,3 +546,67 @@ func TestAttachRefusals(t *testing.T) {
 		t.Errorf("Attach after Program.Close = %v, want net.ErrClosed", err)
 	}
 }
+
+// TestConcurrentUse: Apply, Stats, MAC and Bound from several goroutines
+// while the pod asks, then Close racing with them (go test -race); every
+// request is answered, with one of the two MACs, and nothing fails.
+func TestConcurrentUse(t *testing.T) {
+	tp := topotest.New(t, 1, "pxik")
+	pod := tp.Pods[0]
+	cl := topotest.Client(t, pod)
+	i := attachTo(t, load(t), tp, pod, nil)
+	override := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
+	req := arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)
+	replies := [][]byte{hostile.ReplyTo(t, req, topo.GatewayMAC), hostile.ReplyTo(t, req, override)}
+	pol := gatewayPolicy(t)
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			var err error
+			for n := 0; err == nil; n++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				switch g {
+				case 0:
+					s := responder.Settings{MAC: topo.GatewayMAC, Policy: pol}
+					if n%2 == 0 {
+						s.Override = override
+					}
+					if err = i.Apply(s); errors.Is(err, net.ErrClosed) {
+						err = nil
+					}
+				case 1:
+					_ = i.Stats()
+				case 2:
+					_ = i.MAC()
+				case 3:
+					_ = i.Bound()
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 50 {
+		got := topotest.Ask(t, cl, req, time.Second)
+		if !bytes.Equal(got, replies[0]) && !bytes.Equal(got, replies[1]) {
+			t.Fatalf("reply %x while the settings change", got)
+		}
+	}
+	if err := i.Close(); err != nil {
+		t.Error(err)
+	}
+	close(stop)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if st := i.Stats(); st.Replies != 50 {
+		t.Errorf("final stats %+v, want 50 replies", st)
+	}
+}

@@ -46,8 +46,8 @@ func TestPrivilegesDroppedDaemon(t *testing.T) {
 			slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all,+net_raw,+net_admin", "--ambient-caps", "-all,+net_raw,+net_admin"}),
 			procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: all, NoNewPrivs: 1}},
 		{"root, eBPF", "ebpf", nil, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: procstat.NetRawMask, NoNewPrivs: 1}},
-		{"nobody with CAP_NET_RAW, CAP_NET_ADMIN, CAP_BPF and CAP_PERFMON, eBPF", "ebpf",
-			slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all,+net_raw,+net_admin,+bpf,+perfmon", "--ambient-caps", "-all,+net_raw,+net_admin,+bpf,+perfmon"}),
+		{"nobody with CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF, eBPF", "ebpf",
+			slices.Concat(procstat.AsNobody, []string{"--inh-caps", "-all,+net_raw,+net_admin,+bpf", "--ambient-caps", "-all,+net_raw,+net_admin,+bpf"}),
 			procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: all, NoNewPrivs: 1}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -335,6 +335,29 @@ func (h *Rig[S]) Table() []Case {
 	}
 }
 
+// OverrideTable returns the frames of the table for a datapath answering
+// with the override MAC h.MAC (a rig made with one): a unicast re-probe to
+// the override is answered, frames for other hosts and frames tagged with
+// a VLAN ID are not, except where the datapath cannot tell: tagged is the
+// fate of a frame tagged with VLAN 5 and sent to the override (the packet
+// datapath's socket filter runs after the kernel has taken the tag off,
+// and answers it; the kernel and the eBPF program do not).
+func (h *Rig[S]) OverrideTable(tagged Fate) []Case {
+	pod, good := h.Pod, h.Good
+	req := arptest.Request
+	toOverride := req(pod.MAC, pod.IP, topo.Gateway, h.MAC)
+	return []Case{
+		{Name: "unicast re-probe to the --mac address", Frame: toOverride, Fate: Answered},
+		{Name: "unicast to another host's MAC", Frame: req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}), Fate: Filtered},
+		{Name: "802.1Q VLAN 5, broadcast", Frame: arptest.VLANTag(good, 0x8100, 5), Fate: Filtered},
+		{Name: "802.1ad VLAN 5, broadcast", Frame: arptest.VLANTag(good, 0x88a8, 5), Fate: Filtered},
+		{Name: "802.1Q VLAN 5, IPv4 multicast", Frame: arptest.VLANTag(req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}), 0x8100, 5), Fate: Filtered},
+		{Name: "802.1Q VLAN 0, broadcast", Frame: arptest.VLANTag(good, 0x8100, 0), Fate: Answered},
+		{Name: "802.1Q VLAN 5, unicast to the interface's MAC", Frame: arptest.VLANTag(req(pod.MAC, pod.IP, topo.Gateway, topo.GatewayMAC), 0x8100, 5), Fate: Filtered},
+		{Name: "802.1Q VLAN 5, unicast to the --mac address", Frame: arptest.VLANTag(toOverride, 0x8100, 5), Fate: tagged},
+	}
+}
+
 // RunTable sends every frame of Table, each followed by a good request,
 // and checks what became of it (answered, counted as malformed or with a
 // verdict, dropped in the kernel before pxresp, or never sent), that every
