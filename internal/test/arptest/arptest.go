@@ -96,7 +96,12 @@ func (c *Client) Ask(frame []byte, wait time.Duration) ([]byte, error) {
 }
 
 // NextReply returns the next ARP reply that arrives within wait, or nil.
-func (c *Client) NextReply(wait time.Duration) ([]byte, error) {
+func (c *Client) NextReply(wait time.Duration) ([]byte, error) { return c.NextReplyTo(nil, wait) }
+
+// NextReplyTo is NextReply for the replies whose Ethernet destination is
+// dst (any if dst is nil): those to other senders on the interface are
+// skipped.
+func (c *Client) NextReplyTo(dst net.HardwareAddr, wait time.Duration) ([]byte, error) {
 	deadline := time.Now().Add(wait)
 	if err := c.c.SetReadDeadline(deadline); err != nil {
 		return nil, err
@@ -109,7 +114,7 @@ func (c *Client) NextReply(wait time.Duration) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if IsReply(c.buf[:n]) {
+		if IsReply(c.buf[:n]) && (dst == nil || bytes.Equal(c.buf[:6], dst)) {
 			return bytes.Clone(c.buf[:n]), nil
 		}
 	}

@@ -15,8 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pxresp/pxresp/internal/arpframe"
+	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
+	"github.com/pxresp/pxresp/internal/test/topo/topotest"
 )
 
 // arpSeen is one ARP frame seen on the pod's host-side interface.
@@ -188,24 +190,30 @@ var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`
 // before starting the new one, so that ARP certainly happens in the gap.
 // No ping may be lost, the pod's entry must never fail (no broadcast
 // request), and the new process must answer the pod's retransmission.
+// It runs on each datapath.
 func TestRestartLosesNothing(t *testing.T) {
-	tp := newTopo(t, 1)
-	pod := tp.Pods[0]
-	ctx := context.Background()
-	for _, kv := range podNeighSysctls {
-		if err := pod.NS.Sysctl(ctx, "net.ipv4.neigh."+pod.PodIf+"."+kv[0], kv[1]); err != nil {
-			t.Fatal(err)
+	eachDatapath(t, func(t *testing.T, dp datapath) {
+		tp := newTopo(t, 1)
+		pod := tp.Pods[0]
+		ctx := context.Background()
+		for _, kv := range podNeighSysctls {
+			if err := pod.NS.Sysctl(ctx, "net.ipv4.neigh."+pod.PodIf+"."+kv[0], kv[1]); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	for _, mode := range []string{"SIGTERM", "SIGKILL"} {
-		t.Run(mode, func(t *testing.T) { testRestart(t, tp, pod, mode) })
-	}
+		for _, mode := range stopSignals {
+			t.Run(mode, func(t *testing.T) { testRestart(t, dp, tp, pod, mode) })
+		}
+	})
 }
 
-func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
+// stopSignals are the ways pxresp is stopped (stopBy).
+var stopSignals = []string{"SIGTERM", "SIGKILL"}
+
+func testRestart(t *testing.T, dp datapath, tp *topo.Topology, pod *topo.Pod, mode string) {
 	args := []string{"--iface", "cali*", "--gw", "169.254.1.1"}
 	snf := sniff(t, tp.Host, pod.HostIf, pod.MAC)
-	p := startPxresp(t, tp, args...)
+	p := dp.start(t, tp, args...)
 	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 
 	// 400 pings, 10 ms apart: 4 s at least (about 6 s here).
@@ -239,19 +247,13 @@ func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
 
 	// kill stops p as the mode says and returns when it has exited.
 	kill := func(p *pxproc.Proc) time.Time {
-		if mode == "SIGTERM" {
-			p.StopT(t, time.Second)
-		} else {
-			if err := p.Kill(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		stopBy(t, p, mode)
 		return time.Now()
 	}
 	var procs []*pxproc.Proc
 	// 1: restart at once.
 	exited := kill(p)
-	p = startPxresp(t, tp, args...)
+	p = dp.start(t, tp, args...)
 	started := time.Now()
 	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 	procs = append(procs, p)
@@ -263,7 +265,7 @@ func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
 	exited = kill(p)
 	unanswered := snf.waitFor(t, exited, 2*time.Second, "a pod probe with no pxresp running", hasRequest)
 	probeAt := unanswered[0].at
-	p = startPxresp(t, tp, args...)
+	p = dp.start(t, tp, args...)
 	p.WaitT(t, pxproc.Has("msg=attach"), 1)
 	attached := time.Now()
 	procs = append(procs, p)
@@ -334,4 +336,48 @@ func testRestart(t *testing.T, tp *topo.Topology, pod *topo.Pod, mode string) {
 			t.Logf("%s: the process started by restart %d answered %d requests", mode, i+1, got)
 		}
 	}
+}
+
+// TestStopLeavesNothing stops pxresp on each datapath, by SIGTERM and by
+// SIGKILL, with kernel proxy_arp off: afterwards no BPF program is
+// attached to any interface of the host namespace, and no pod is answered
+// any more. While it runs, the eBPF datapath has one program on each
+// served interface, held by one BPF link fd of pxresp's, and the packet
+// datapath none.
+func TestStopLeavesNothing(t *testing.T) {
+	eachDatapath(t, func(t *testing.T, dp datapath) {
+		tp := newTopo(t, 2)
+		var served []string
+		for _, pod := range tp.Pods {
+			proxyARPOff(t, tp.Host, pod.HostIf)
+			served = append(served, pod.HostIf)
+		}
+		for _, mode := range stopSignals {
+			t.Run(mode, func(t *testing.T) {
+				checkAttached(t, dp, tp.Host, nil)
+				p := dp.start(t, tp, "--iface", "cali*", "--gw", "169.254.1.1")
+				p.WaitT(t, pxproc.Has("msg=attach", "datapath="+string(dp)), len(tp.Pods))
+				checkAttached(t, dp, tp.Host, served)
+				if s := snapshot(t, p); s.BPF.Links != dp.progsPerIface()*len(tp.Pods) {
+					t.Errorf("pxresp holds %v, want a BPF link per served interface (%d)", s, dp.progsPerIface()*len(tp.Pods))
+				}
+				var clients []*arptest.Client
+				for _, pod := range tp.Pods {
+					c := topotest.Client(t, pod)
+					clients = append(clients, c)
+					if r := topotest.Ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
+						t.Errorf("%s: no reply while pxresp runs", pod.HostIf)
+					}
+				}
+
+				stopBy(t, p, mode)
+				waitDetached(t, tp.Host)
+				for i, pod := range tp.Pods {
+					if r := topotest.Ask(t, clients[i], arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), 300*time.Millisecond); r != nil {
+						t.Errorf("%s: reply %x after pxresp stopped (%s)", pod.HostIf, r, mode)
+					}
+				}
+			})
+		}
+	})
 }

@@ -105,68 +105,70 @@ func secDetach(t *testing.T, p *pxproc.Proc, iface string) (requests, replies in
 // bridge are not selected and never answered on. (TestRequestsAndRefusals
 // covers an interface outside the glob and the kernel-like refusals.)
 func TestNoReplyOutsideSelectionOrPolicy(t *testing.T) {
-	tp := newTopo(t, 3)
-	ctx := context.Background()
-	a, noarp, bridged := tp.Pods[0], tp.Pods[1], tp.Pods[2]
-	if err := tp.Host.IP(ctx, "link", "set", noarp.HostIf, "arp", "off"); err != nil {
-		t.Fatal(err)
-	}
-	// The bridge stays down: nothing it does can answer a pod.
-	if err := tp.Host.IP(ctx, "link", "add", "br0sec", "type", "bridge"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tp.Host.IP(ctx, "link", "set", bridged.HostIf, "master", "br0sec"); err != nil {
-		t.Fatal(err)
-	}
-	p := startPxresp(t, tp, "--iface", "cali*",
-		"--gw", "169.254.1.1", "--gw", "169.254.1.254", "--gw", "10.96.0.1",
-		"--target", "10.244.0.0/16", "--target", "192.0.2.7")
-	p.WaitT(t, pxproc.Has("msg=attach"), 1)
-	ca := topotest.Client(t, a)
-	gw := net.HardwareAddr(topo.GatewayMAC)
-	req := func(target string) []byte {
-		return arptest.Request(a.MAC, a.IP, netip.MustParseAddr(target), arptest.Broadcast)
-	}
-	probe := req("169.254.1.1")
-	answered := []string{"169.254.1.1", "169.254.1.254", "10.96.0.1", "10.244.0.1", "10.244.255.254", "10.244.0.3", "192.0.2.7"}
-	refused := []string{
-		"169.254.1.2", "169.254.1.0", "169.254.1.253", "169.254.1.255", "169.254.0.1", // next to the gateways
-		"10.96.0.2", "10.96.0.0",
-		"10.243.255.255", "10.245.0.0", "10.245.0.1", // just outside 10.244.0.0/16
-		"192.0.2.6", "192.0.2.8", "192.0.2.0", // next to the single target
-	}
-	// Not asked: the host's own addresses (198.18.0.1), which the host's
-	// kernel answers on any interface whatever proxy_arp says.
-	for _, target := range answered {
-		expectReply(t, ca, "who-has "+target, req(target), gw)
-	}
-	for _, target := range refused {
-		expectSilence(t, ca, "who-has "+target, req(target), probe, gw)
-	}
+	eachDatapath(t, func(t *testing.T, dp datapath) {
+		tp := newTopo(t, 3)
+		ctx := context.Background()
+		a, noarp, bridged := tp.Pods[0], tp.Pods[1], tp.Pods[2]
+		if err := tp.Host.IP(ctx, "link", "set", noarp.HostIf, "arp", "off"); err != nil {
+			t.Fatal(err)
+		}
+		// The bridge stays down: nothing it does can answer a pod.
+		if err := tp.Host.IP(ctx, "link", "add", "br0sec", "type", "bridge"); err != nil {
+			t.Fatal(err)
+		}
+		if err := tp.Host.IP(ctx, "link", "set", bridged.HostIf, "master", "br0sec"); err != nil {
+			t.Fatal(err)
+		}
+		p := dp.start(t, tp, "--iface", "cali*",
+			"--gw", "169.254.1.1", "--gw", "169.254.1.254", "--gw", "10.96.0.1",
+			"--target", "10.244.0.0/16", "--target", "192.0.2.7")
+		p.WaitT(t, pxproc.Has("msg=attach"), 1)
+		ca := topotest.Client(t, a)
+		gw := net.HardwareAddr(topo.GatewayMAC)
+		req := func(target string) []byte {
+			return arptest.Request(a.MAC, a.IP, netip.MustParseAddr(target), arptest.Broadcast)
+		}
+		probe := req("169.254.1.1")
+		answered := []string{"169.254.1.1", "169.254.1.254", "10.96.0.1", "10.244.0.1", "10.244.255.254", "10.244.0.3", "192.0.2.7"}
+		refused := []string{
+			"169.254.1.2", "169.254.1.0", "169.254.1.253", "169.254.1.255", "169.254.0.1", // next to the gateways
+			"10.96.0.2", "10.96.0.0",
+			"10.243.255.255", "10.245.0.0", "10.245.0.1", // just outside 10.244.0.0/16
+			"192.0.2.6", "192.0.2.8", "192.0.2.0", // next to the single target
+		}
+		// Not asked: the host's own addresses (198.18.0.1), which the host's
+		// kernel answers on any interface whatever proxy_arp says.
+		for _, target := range answered {
+			expectReply(t, ca, "who-has "+target, req(target), gw)
+		}
+		for _, target := range refused {
+			expectSilence(t, ca, "who-has "+target, req(target), probe, gw)
+		}
 
-	// Not selected: the glob matches, but the link is NOARP or a bridge
-	// port. No probe is answered there, so silence is waited for.
-	for _, pod := range []*topo.Pod{noarp, bridged} {
-		c := topotest.Client(t, pod)
-		for _, target := range []string{"169.254.1.1", "169.254.1.254", "10.244.0.2"} {
-			f := arptest.Request(pod.MAC, pod.IP, netip.MustParseAddr(target), arptest.Broadcast)
-			if r := topotest.Ask(t, c, f, 300*time.Millisecond); r != nil {
-				t.Errorf("%s: reply %x to who-has %s", pod.HostIf, r, target)
+		// Not selected: the glob matches, but the link is NOARP or a bridge
+		// port. No probe is answered there, so silence is waited for.
+		for _, pod := range []*topo.Pod{noarp, bridged} {
+			c := topotest.Client(t, pod)
+			for _, target := range []string{"169.254.1.1", "169.254.1.254", "10.244.0.2"} {
+				f := arptest.Request(pod.MAC, pod.IP, netip.MustParseAddr(target), arptest.Broadcast)
+				if r := topotest.Ask(t, c, f, 300*time.Millisecond); r != nil {
+					t.Errorf("%s: reply %x to who-has %s", pod.HostIf, r, target)
+				}
 			}
 		}
-	}
-	p.StopT(t, time.Second)
-	if n := p.Count(pxproc.Has("msg=attach")); n != 1 || p.Count(pxproc.Has("msg=attach", "iface="+a.HostIf)) != 1 {
-		t.Errorf("%d attaches, want only %s:\n%s", n, a.HostIf, p.Log())
-	}
-	nReq, nRep := secDetach(t, p, a.HostIf)
-	wantReq := len(answered) + 2*len(refused)
-	wantRep := len(answered) + len(refused)
-	if nReq != wantReq || nRep != wantRep {
-		t.Errorf("%s: pxresp counted %d requests and %d replies, want %d and %d", a.HostIf, nReq, nRep, wantReq, wantRep)
-	}
-	t.Logf("%d targets answered, %d refused (each followed by an answered probe); pxresp counted %d requests, %d replies",
-		len(answered), len(refused), nReq, nRep)
+		p.StopT(t, time.Second)
+		if n := p.Count(pxproc.Has("msg=attach")); n != 1 || p.Count(pxproc.Has("msg=attach", "iface="+a.HostIf)) != 1 {
+			t.Errorf("%d attaches, want only %s:\n%s", n, a.HostIf, p.Log())
+		}
+		nReq, nRep := secDetach(t, p, a.HostIf)
+		wantReq := len(answered) + 2*len(refused)
+		wantRep := len(answered) + len(refused)
+		if nReq != wantReq || nRep != wantRep {
+			t.Errorf("%s: pxresp counted %d requests and %d replies, want %d and %d", a.HostIf, nReq, nRep, wantReq, wantRep)
+		}
+		t.Logf("%d targets answered, %d refused (each followed by an answered probe); pxresp counted %d requests, %d replies",
+			len(answered), len(refused), nReq, nRep)
+	})
 }
 
 // TestNoReplyUnlessBroadcastOrToUs: a request sent to a multicast MAC, to
@@ -175,68 +177,70 @@ func TestNoReplyOutsideSelectionOrPolicy(t *testing.T) {
 // the --mac address, and where VLAN-tagged broadcasts (which the kernel
 // marks as for another host after taking the tag off) must still be dropped.
 func TestNoReplyUnlessBroadcastOrToUs(t *testing.T) {
-	tp := newTopo(t, 1)
-	a := tp.Pods[0]
-	ifMAC := net.HardwareAddr(topo.GatewayMAC)
-	override := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
-	for _, run := range []struct {
-		name string
-		args []string
-		mac  net.HardwareAddr // what replies carry
-	}{
-		{"interface MAC", nil, ifMAC},
-		{"--mac", []string{"--mac", override.String()}, override},
-	} {
-		t.Run(run.name, func(t *testing.T) {
-			p := startPxresp(t, tp, append([]string{"--iface", "cali*", "--gw", "169.254.1.1"}, run.args...)...)
-			p.WaitT(t, pxproc.Has("msg=attach"), 1)
-			c := topotest.Client(t, a)
-			req := func(dst net.HardwareAddr) []byte { return arptest.Request(a.MAC, a.IP, topo.Gateway, dst) }
-			// The probe asks from another sender address, so that its reply
-			// differs from one to any of the frames below.
-			probe := arptest.Request(a.MAC, netip.MustParseAddr("10.244.0.250"), topo.Gateway, arptest.Broadcast)
-			expectReply(t, c, "broadcast", req(arptest.Broadcast), run.mac)
-			expectReply(t, c, "unicast to the MAC replies carry", req(run.mac), run.mac)
-			// Which of them reach pxresp, to be counted as requests and not
-			// answered: those to a group address (the kernel marks them
-			// multicast); not those to another unicast MAC, which the kernel
-			// marks for another host and the filter drops (with --mac too,
-			// unless sent to the --mac address), nor VLAN-tagged ones.
-			const (
-				never = iota
-				always
-			)
-			silent := []struct {
-				name  string
-				frame []byte
-				reach int
-			}{
-				{"IPv4 multicast 01:00:5e:00:00:01", req(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}), always},
-				{"IPv4 multicast 01:00:5e:7f:ff:fa", req(net.HardwareAddr{0x01, 0, 0x5e, 0x7f, 0xff, 0xfa}), always},
-				{"IPv6 multicast 33:33:00:00:00:01", req(net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}), always},
-				{"ff:ff:ff:ff:ff:fe", req(net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}), always},
-				{"another host", req(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}), never},
-				{"the requester's own MAC", req(a.MAC), never},
-				{"802.1Q VLAN 5, broadcast", secTagged(req(arptest.Broadcast), 5), never},
-				{"802.1Q VLAN 5, multicast", secTagged(req(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}), 5), never},
-			}
-			wantReq, wantRep := 2, 2
-			for _, s := range silent {
-				expectSilence(t, c, s.name, s.frame, probe, run.mac)
-				wantReq++ // the probe
-				wantRep++
-				if s.reach == always {
-					wantReq++
+	eachDatapath(t, func(t *testing.T, dp datapath) {
+		tp := newTopo(t, 1)
+		a := tp.Pods[0]
+		ifMAC := net.HardwareAddr(topo.GatewayMAC)
+		override := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
+		for _, run := range []struct {
+			name string
+			args []string
+			mac  net.HardwareAddr // what replies carry
+		}{
+			{"interface MAC", nil, ifMAC},
+			{"--mac", []string{"--mac", override.String()}, override},
+		} {
+			t.Run(run.name, func(t *testing.T) {
+				p := dp.start(t, tp, append([]string{"--iface", "cali*", "--gw", "169.254.1.1"}, run.args...)...)
+				p.WaitT(t, pxproc.Has("msg=attach"), 1)
+				c := topotest.Client(t, a)
+				req := func(dst net.HardwareAddr) []byte { return arptest.Request(a.MAC, a.IP, topo.Gateway, dst) }
+				// The probe asks from another sender address, so that its reply
+				// differs from one to any of the frames below.
+				probe := arptest.Request(a.MAC, netip.MustParseAddr("10.244.0.250"), topo.Gateway, arptest.Broadcast)
+				expectReply(t, c, "broadcast", req(arptest.Broadcast), run.mac)
+				expectReply(t, c, "unicast to the MAC replies carry", req(run.mac), run.mac)
+				// Which of them reach pxresp, to be counted as requests and not
+				// answered: those to a group address (the kernel marks them
+				// multicast); not those to another unicast MAC, which the kernel
+				// marks for another host and the filter drops (with --mac too,
+				// unless sent to the --mac address), nor VLAN-tagged ones.
+				const (
+					never = iota
+					always
+				)
+				silent := []struct {
+					name  string
+					frame []byte
+					reach int
+				}{
+					{"IPv4 multicast 01:00:5e:00:00:01", req(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}), always},
+					{"IPv4 multicast 01:00:5e:7f:ff:fa", req(net.HardwareAddr{0x01, 0, 0x5e, 0x7f, 0xff, 0xfa}), always},
+					{"IPv6 multicast 33:33:00:00:00:01", req(net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}), always},
+					{"ff:ff:ff:ff:ff:fe", req(net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}), always},
+					{"another host", req(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}), never},
+					{"the requester's own MAC", req(a.MAC), never},
+					{"802.1Q VLAN 5, broadcast", secTagged(req(arptest.Broadcast), 5), never},
+					{"802.1Q VLAN 5, multicast", secTagged(req(net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 1}), 5), never},
 				}
-			}
-			p.StopT(t, time.Second)
-			nReq, nRep := secDetach(t, p, a.HostIf)
-			if nReq != wantReq || nRep != wantRep {
-				t.Errorf("pxresp counted %d requests and %d replies, want %d and %d", nReq, nRep, wantReq, wantRep)
-			}
-			t.Logf("%d frames not broadcast nor for us, none answered; pxresp counted %d requests, %d replies", len(silent), nReq, nRep)
-		})
-	}
+				wantReq, wantRep := 2, 2
+				for _, s := range silent {
+					expectSilence(t, c, s.name, s.frame, probe, run.mac)
+					wantReq++ // the probe
+					wantRep++
+					if s.reach == always {
+						wantReq++
+					}
+				}
+				p.StopT(t, time.Second)
+				nReq, nRep := secDetach(t, p, a.HostIf)
+				if nReq != wantReq || nRep != wantRep {
+					t.Errorf("pxresp counted %d requests and %d replies, want %d and %d", nReq, nRep, wantReq, wantRep)
+				}
+				t.Logf("%d frames not broadcast nor for us, none answered; pxresp counted %d requests, %d replies", len(silent), nReq, nRep)
+			})
+		}
+	})
 }
 
 // procSysRO is a shell line that makes /proc/sys a read-only bind mount in
@@ -251,41 +255,43 @@ func procSysROWrapper() []string {
 // TestServesWithReadOnlyProcSys runs pxresp with /proc/sys read-only, as in
 // a locked-down container, and requires that it serves and logs no error.
 func TestServesWithReadOnlyProcSys(t *testing.T) {
-	tp := newTopo(t, 1)
-	pod := tp.Pods[0]
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	// The premise: in that wrapper, /proc/sys cannot be written.
-	out, err := tp.Host.Exec(ctx, append(procSysROWrapper(), "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/proxy_arp")...)
-	if err == nil || !strings.Contains(out, "Read-only file system") {
-		t.Fatalf("premise: writing /proc/sys in the wrapper: %v: %q; want a read-only file system error", err, out)
-	}
-	if v := strings.TrimSpace(topotest.Exec(t, tp.Host, "cat", "/proc/sys/net/ipv4/conf/all/proxy_arp")); v != "0" {
-		t.Fatalf("conf/all/proxy_arp is %q after the premise check, want 0", v)
-	}
-
-	p := startPxrespAs(t, tp, procSysROWrapper(), "--iface", "cali*", "--gw", "169.254.1.1")
-	p.WaitT(t, pxproc.Has("msg=attach"), 1)
-	mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.Pid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !roProcSys(string(mounts)) {
-		t.Fatalf("pxresp does not see /proc/sys read-only:\n%s", mounts)
-	}
-	c := topotest.Client(t, pod)
-	if r := topotest.Ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
-		t.Error("no reply from pxresp with /proc/sys read-only")
-	}
-	if out := topotest.Exec(t, pod.NS, "ping", "-c", "2", "-i", "0.2", "-W", "1", tp.UplinkIP.String()); !strings.Contains(out, " 0% packet loss") {
-		t.Errorf("ping through pxresp with /proc/sys read-only: %s", out)
-	}
-	p.StopT(t, time.Second)
-	for _, level := range []string{"level=WARN", "level=ERROR"} {
-		if n := p.Count(pxproc.Has(level)); n != 0 {
-			t.Errorf("%d %s lines:\n%s", n, level, p.Log())
+	eachDatapath(t, func(t *testing.T, dp datapath) {
+		tp := newTopo(t, 1)
+		pod := tp.Pods[0]
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		// The premise: in that wrapper, /proc/sys cannot be written.
+		out, err := tp.Host.Exec(ctx, append(procSysROWrapper(), "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/proxy_arp")...)
+		if err == nil || !strings.Contains(out, "Read-only file system") {
+			t.Fatalf("premise: writing /proc/sys in the wrapper: %v: %q; want a read-only file system error", err, out)
 		}
-	}
+		if v := strings.TrimSpace(topotest.Exec(t, tp.Host, "cat", "/proc/sys/net/ipv4/conf/all/proxy_arp")); v != "0" {
+			t.Fatalf("conf/all/proxy_arp is %q after the premise check, want 0", v)
+		}
+
+		p := dp.startAs(t, tp, procSysROWrapper(), "--iface", "cali*", "--gw", "169.254.1.1")
+		p.WaitT(t, pxproc.Has("msg=attach"), 1)
+		mounts, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", p.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !roProcSys(string(mounts)) {
+			t.Fatalf("pxresp does not see /proc/sys read-only:\n%s", mounts)
+		}
+		c := topotest.Client(t, pod)
+		if r := topotest.Ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
+			t.Error("no reply from pxresp with /proc/sys read-only")
+		}
+		if out := topotest.Exec(t, pod.NS, "ping", "-c", "2", "-i", "0.2", "-W", "1", tp.UplinkIP.String()); !strings.Contains(out, " 0% packet loss") {
+			t.Errorf("ping through pxresp with /proc/sys read-only: %s", out)
+		}
+		p.StopT(t, time.Second)
+		for _, level := range []string{"level=WARN", "level=ERROR"} {
+			if n := p.Count(pxproc.Has(level)); n != 0 {
+				t.Errorf("%d %s lines:\n%s", n, level, p.Log())
+			}
+		}
+	})
 }
 
 // roProcSys says whether mountinfo has /proc/sys mounted read-only (the
@@ -307,87 +313,89 @@ func roProcSys(mountinfo string) bool {
 // (net.ipv4.conf, net.ipv4.neigh, net.ipv6.conf) changed, which covers the
 // netlink route to them too.
 func TestNoProcSysWrites(t *testing.T) {
-	strace := privtest.Tool(t, "strace", "strace")
-	tp := newTopo(t, 1)
-	ctx := context.Background()
-	pod := tp.Pods[0]
-	before := netSysctls(t, tp.Host)
-	trace := filepath.Join(t.TempDir(), "strace.out")
-	wrapper := []string{strace, "-f", "-qq", "-s", "256", "-e", "trace=open,openat,openat2,creat,truncate,write", "-o", trace}
-	p := startPxrespAs(t, tp, wrapper, "--iface", "cali*", "--gw", "169.254.1.1")
-	p.WaitT(t, pxproc.Has("msg=attach"), 1)
-	// pxresp is strace's child, held by a pidfd: the signals below cannot
-	// reach another process that reuses the PID.
-	px, err := p.Child()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if comm, err := procstat.Comm(px.Pid); err != nil || comm != "pxresp" {
-		t.Fatalf("strace's child %d is %q (%v), want pxresp", px.Pid, comm, err)
-	}
-	t.Cleanup(func() { _ = px.Kill() }) // if the test fails before SIGTERM; strace then exits too
-
-	c := topotest.Client(t, pod)
-	if r := topotest.Ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
-		t.Error("no reply from the traced pxresp")
-	}
-	// Attach, MAC change, down/up, detach: every path that could touch a
-	// setting of an interface.
-	extra, err := tp.AddPod(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.WaitT(t, pxproc.Has("msg=attach"), 2)
-	for _, args := range [][]string{{"address", "02:ee:00:00:00:02"}, {"down"}, {"up"}} {
-		if err := tp.Host.IP(ctx, append([]string{"link", "set", extra.HostIf}, args...)...); err != nil {
+	eachDatapath(t, func(t *testing.T, dp datapath) {
+		strace := privtest.Tool(t, "strace", "strace")
+		tp := newTopo(t, 1)
+		ctx := context.Background()
+		pod := tp.Pods[0]
+		before := netSysctls(t, tp.Host)
+		trace := filepath.Join(t.TempDir(), "strace.out")
+		wrapper := []string{strace, "-f", "-qq", "-s", "256", "-e", "trace=open,openat,openat2,creat,truncate,write", "-o", trace}
+		p := dp.startAs(t, tp, wrapper, "--iface", "cali*", "--gw", "169.254.1.1")
+		p.WaitT(t, pxproc.Has("msg=attach"), 1)
+		// pxresp is strace's child, held by a pidfd: the signals below cannot
+		// reach another process that reuses the PID.
+		px, err := p.Child()
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	p.WaitT(t, pxproc.Has(`msg="link changed"`, "iface="+extra.HostIf), 2)
-	if err := tp.DelPod(ctx, extra); err != nil {
-		t.Fatal(err)
-	}
-	p.WaitT(t, pxproc.Has("msg=detach"), 1)
-
-	// Stop pxresp itself (strace follows it out and exits with its status).
-	if err := px.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code, err := p.WaitExit(5 * time.Second); err != nil {
-		t.Fatalf("pxresp under strace still running 5s after SIGTERM: %v", err)
-	} else if code != 0 {
-		t.Errorf("strace/pxresp exit code %d after SIGTERM to pxresp", code)
-	}
-
-	data, err := os.ReadFile(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opens, writes, bad := checkTrace(string(data))
-	if writes == 0 || !strings.Contains(string(data), "msg=start") {
-		t.Fatalf("the trace does not show pxresp's own log writes: the wrong process was traced?\n%.2000s", data)
-	}
-	for _, l := range bad {
-		t.Errorf("write access under /proc or /sys: %s", l)
-	}
-	t.Logf("trace: %d opens (%s), %d writes, none with write access under /proc or /sys", len(opens), strings.Join(opens, ", "), writes)
-
-	// The extra pod's interface came and went with its own settings; all
-	// others must be as they were.
-	after := netSysctls(t, tp.Host)
-	changed := 0
-	for k, v := range before {
-		if after[k] != v {
-			changed++
-			t.Errorf("sysctl %s changed while pxresp ran: %q -> %q", k, v, after[k])
+		if comm, err := procstat.Comm(px.Pid); err != nil || comm != "pxresp" {
+			t.Fatalf("strace's child %d is %q (%v), want pxresp", px.Pid, comm, err)
 		}
-	}
-	for k := range after {
-		if _, ok := before[k]; !ok {
-			t.Errorf("sysctl %s appeared while pxresp ran", k)
+		t.Cleanup(func() { _ = px.Kill() }) // if the test fails before SIGTERM; strace then exits too
+
+		c := topotest.Client(t, pod)
+		if r := topotest.Ask(t, c, arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), time.Second); r == nil {
+			t.Error("no reply from the traced pxresp")
 		}
-	}
-	t.Logf("%d net.ipv4.conf/neigh and net.ipv6.conf sysctls read before and after, %d changed", len(before), changed)
+		// Attach, MAC change, down/up, detach: every path that could touch a
+		// setting of an interface.
+		extra, err := tp.AddPod(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.WaitT(t, pxproc.Has("msg=attach"), 2)
+		for _, args := range [][]string{{"address", "02:ee:00:00:00:02"}, {"down"}, {"up"}} {
+			if err := tp.Host.IP(ctx, append([]string{"link", "set", extra.HostIf}, args...)...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.WaitT(t, pxproc.Has(`msg="link changed"`, "iface="+extra.HostIf), 2)
+		if err := tp.DelPod(ctx, extra); err != nil {
+			t.Fatal(err)
+		}
+		p.WaitT(t, pxproc.Has("msg=detach"), 1)
+
+		// Stop pxresp itself (strace follows it out and exits with its status).
+		if err := px.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code, err := p.WaitExit(5 * time.Second); err != nil {
+			t.Fatalf("pxresp under strace still running 5s after SIGTERM: %v", err)
+		} else if code != 0 {
+			t.Errorf("strace/pxresp exit code %d after SIGTERM to pxresp", code)
+		}
+
+		data, err := os.ReadFile(trace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opens, writes, bad := checkTrace(string(data))
+		if writes == 0 || !strings.Contains(string(data), "msg=start") {
+			t.Fatalf("the trace does not show pxresp's own log writes: the wrong process was traced?\n%.2000s", data)
+		}
+		for _, l := range bad {
+			t.Errorf("write access under /proc or /sys: %s", l)
+		}
+		t.Logf("trace: %d opens (%s), %d writes, none with write access under /proc or /sys", len(opens), strings.Join(opens, ", "), writes)
+
+		// The extra pod's interface came and went with its own settings; all
+		// others must be as they were.
+		after := netSysctls(t, tp.Host)
+		changed := 0
+		for k, v := range before {
+			if after[k] != v {
+				changed++
+				t.Errorf("sysctl %s changed while pxresp ran: %q -> %q", k, v, after[k])
+			}
+		}
+		for k := range after {
+			if _, ok := before[k]; !ok {
+				t.Errorf("sysctl %s appeared while pxresp ran", k)
+			}
+		}
+		t.Logf("%d net.ipv4.conf/neigh and net.ipv6.conf sysctls read before and after, %d changed", len(before), changed)
+	})
 }
 
 var traceOpen = regexp.MustCompile(`^\d+\s+(open|openat|openat2|creat|truncate)\((?:AT_FDCWD, |-?\d+, )?"([^"]*)"(.*)$`)
@@ -565,150 +573,152 @@ func (c *capture) finish(t *testing.T) []captured {
 // of the host's own addresses, and kernel proxy_arp is off. Nothing is
 // excluded from the capture.
 func TestSendsOnlyRepliesOnSelectedInterfaces(t *testing.T) {
-	tp := newTopo(t, 3)
-	ctx := context.Background()
-	a, b, off := tp.Pods[0], tp.Pods[1], tp.Pods[2]
-	for _, ns := range []*topo.NS{tp.Host, tp.Sink, a.NS, b.NS, off.NS} {
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if err := ns.Sysctl(ctx, k, "1"); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	rename(t, tp, off.HostIf, "tap0sec")
-	names := map[int]string{}
-	if err := tp.Host.Do(func() error {
-		ifs, err := net.Interfaces()
-		for _, ifi := range ifs {
-			names[ifi.Index] = ifi.Name
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	capt := startCapture(t, tp.Host)
-
-	p := startPxresp(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--target", "10.244.0.0/16")
-	p.WaitT(t, pxproc.Has("msg=attach"), 2)
-	gw := net.HardwareAddr(topo.GatewayMAC)
-	bc := arptest.Broadcast
-	type sent struct {
-		c      *arptest.Client
-		pod    *topo.Pod
-		frame  []byte
-		answer bool
-	}
-	var all []sent
-	var clients []*arptest.Client
-	for _, pod := range []*topo.Pod{a, b, off} {
-		c := topotest.Client(t, pod)
-		clients = append(clients, c)
-		selected := pod != off
-		other := a.IP
-		if pod == a {
-			other = b.IP
-		}
-		req := arptest.Request
-		good := req(pod.MAC, pod.IP, topo.Gateway, bc)
-		trunc := slices.Clone(good[:30])
-		badOp := slices.Clone(good)
-		badOp[21] = 9
-		reply := slices.Clone(good)
-		reply[21] = 2
-		for _, s := range []sent{
-			{frame: good, answer: true},
-			{frame: req(pod.MAC, pod.IP, topo.Gateway, gw), answer: true},
-			{frame: req(pod.MAC, pod.IP, other, bc), answer: true},
-			{frame: secTagged(good, 0), answer: true}, // priority tag: an ordinary request
-			{frame: req(pod.MAC, netip.IPv4Unspecified(), topo.Gateway, bc)},
-			{frame: req(pod.MAC, pod.IP, pod.IP, bc)},
-			{frame: req(pod.MAC, netip.MustParseAddr("10.244.99.1"), pod.IP, bc)}, // own address
-			{frame: req(pod.MAC, pod.IP, netip.MustParseAddr("192.0.2.1"), bc)},
-			{frame: req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{2, 0, 0, 0, 0, 0x99})},
-			{frame: req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{1, 0, 0x5e, 0, 0, 1})},
-			{frame: req(net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}, pod.IP, topo.Gateway, bc)},
-			{frame: secTagged(good, 5)},
-			{frame: trunc},
-			{frame: badOp},
-			{frame: reply},
-		} {
-			s.c, s.pod = c, pod
-			s.answer = s.answer && selected
-			all = append(all, s)
-		}
-	}
-	// Five rounds, interleaved across the pods.
-	const rounds = 5
-	var expected []captured // the replies, as the host sends them
-	perClient := map[*arptest.Client]int{}
-	for range rounds {
-		for _, s := range all {
-			if err := s.c.Send(s.frame); err != nil {
-				t.Fatal(err)
-			}
-			if s.answer {
-				req := s.frame
-				if binary.BigEndian.Uint16(req[12:]) == 0x8100 {
-					req = append(slices.Clone(req[:12]), req[16:]...)
+	eachDatapath(t, func(t *testing.T, dp datapath) {
+		tp := newTopo(t, 3)
+		ctx := context.Background()
+		a, b, off := tp.Pods[0], tp.Pods[1], tp.Pods[2]
+		for _, ns := range []*topo.NS{tp.Host, tp.Sink, a.NS, b.NS, off.NS} {
+			for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+				if err := ns.Sysctl(ctx, k, "1"); err != nil {
+					t.Fatal(err)
 				}
-				expected = append(expected, captured{ifindex: ifindexOf(t, names, s.pod.HostIf), pkttype: unix.PACKET_OUTGOING, data: secReply(req, gw)})
-				perClient[s.c]++
 			}
 		}
-	}
-	for _, c := range clients {
-		for i := range perClient[c] {
-			r, err := c.NextReply(2 * time.Second)
-			if err != nil || r == nil {
-				t.Fatalf("reply %d of %d to a client: %x %v", i+1, perClient[c], r, err)
+		rename(t, tp, off.HostIf, "tap0sec")
+		names := map[int]string{}
+		if err := tp.Host.Do(func() error {
+			ifs, err := net.Interfaces()
+			for _, ifi := range ifs {
+				names[ifi.Index] = ifi.Name
 			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-		if r, err := c.NextReply(100 * time.Millisecond); r != nil || err != nil {
-			t.Errorf("an extra reply %x (%v)", r, err)
-		}
-	}
-	p.StopT(t, time.Second) // pxresp has exited: whatever it sent is in the capture
-	frames := capt.finish(t)
+		capt := startCapture(t, tp.Host)
 
-	var out []captured
-	in := map[string]int{}
-	for _, f := range frames {
-		if f.pkttype == unix.PACKET_OUTGOING {
-			out = append(out, f)
-		} else {
-			in[names[f.ifindex]]++
+		p := dp.start(t, tp, "--iface", "cali*", "--gw", "169.254.1.1", "--target", "10.244.0.0/16")
+		p.WaitT(t, pxproc.Has("msg=attach"), 2)
+		gw := net.HardwareAddr(topo.GatewayMAC)
+		bc := arptest.Broadcast
+		type sent struct {
+			c      *arptest.Client
+			pod    *topo.Pod
+			frame  []byte
+			answer bool
 		}
-	}
-	key := func(f captured) string { return fmt.Sprintf("%d %x", f.ifindex, f.data) }
-	want := map[string]int{}
-	for _, f := range expected {
-		want[key(f)]++
-	}
-	got := map[string]int{}
-	perIf := map[string]int{}
-	for _, f := range out {
-		got[key(f)]++
-		perIf[names[f.ifindex]]++
-	}
-	for k, n := range got {
-		if want[k] != n {
-			ifindex, data, _ := strings.Cut(k, " ")
-			i, _ := strconv.Atoi(ifindex)
-			t.Errorf("sent %d× on %s, expected %d×: %s", n, names[i], want[k], data)
+		var all []sent
+		var clients []*arptest.Client
+		for _, pod := range []*topo.Pod{a, b, off} {
+			c := topotest.Client(t, pod)
+			clients = append(clients, c)
+			selected := pod != off
+			other := a.IP
+			if pod == a {
+				other = b.IP
+			}
+			req := arptest.Request
+			good := req(pod.MAC, pod.IP, topo.Gateway, bc)
+			trunc := slices.Clone(good[:30])
+			badOp := slices.Clone(good)
+			badOp[21] = 9
+			reply := slices.Clone(good)
+			reply[21] = 2
+			for _, s := range []sent{
+				{frame: good, answer: true},
+				{frame: req(pod.MAC, pod.IP, topo.Gateway, gw), answer: true},
+				{frame: req(pod.MAC, pod.IP, other, bc), answer: true},
+				{frame: secTagged(good, 0), answer: true}, // priority tag: an ordinary request
+				{frame: req(pod.MAC, netip.IPv4Unspecified(), topo.Gateway, bc)},
+				{frame: req(pod.MAC, pod.IP, pod.IP, bc)},
+				{frame: req(pod.MAC, netip.MustParseAddr("10.244.99.1"), pod.IP, bc)}, // own address
+				{frame: req(pod.MAC, pod.IP, netip.MustParseAddr("192.0.2.1"), bc)},
+				{frame: req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{2, 0, 0, 0, 0, 0x99})},
+				{frame: req(pod.MAC, pod.IP, topo.Gateway, net.HardwareAddr{1, 0, 0x5e, 0, 0, 1})},
+				{frame: req(net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}, pod.IP, topo.Gateway, bc)},
+				{frame: secTagged(good, 5)},
+				{frame: trunc},
+				{frame: badOp},
+				{frame: reply},
+			} {
+				s.c, s.pod = c, pod
+				s.answer = s.answer && selected
+				all = append(all, s)
+			}
 		}
-	}
-	for k, n := range want {
-		if got[k] == 0 {
-			t.Errorf("expected reply never sent (%d×): %s", n, k)
+		// Five rounds, interleaved across the pods.
+		const rounds = 5
+		var expected []captured // the replies, as the host sends them
+		perClient := map[*arptest.Client]int{}
+		for range rounds {
+			for _, s := range all {
+				if err := s.c.Send(s.frame); err != nil {
+					t.Fatal(err)
+				}
+				if s.answer {
+					req := s.frame
+					if binary.BigEndian.Uint16(req[12:]) == 0x8100 {
+						req = append(slices.Clone(req[:12]), req[16:]...)
+					}
+					expected = append(expected, captured{ifindex: ifindexOf(t, names, s.pod.HostIf), pkttype: unix.PACKET_OUTGOING, data: secReply(req, gw)})
+					perClient[s.c]++
+				}
+			}
 		}
-	}
-	for _, ifname := range []string{"up0", "lo", "tap0sec"} {
-		if perIf[ifname] != 0 {
-			t.Errorf("%d frames left the unselected interface %s", perIf[ifname], ifname)
+		for _, c := range clients {
+			for i := range perClient[c] {
+				r, err := c.NextReply(2 * time.Second)
+				if err != nil || r == nil {
+					t.Fatalf("reply %d of %d to a client: %x %v", i+1, perClient[c], r, err)
+				}
+			}
+			if r, err := c.NextReply(100 * time.Millisecond); r != nil || err != nil {
+				t.Errorf("an extra reply %x (%v)", r, err)
+			}
 		}
-	}
-	t.Logf("captured %d frames in the host namespace: %d received %v, %d sent %v, all of them the %d expected replies",
-		len(frames), len(frames)-len(out), in, len(out), perIf, len(expected))
+		p.StopT(t, time.Second) // pxresp has exited: whatever it sent is in the capture
+		frames := capt.finish(t)
+
+		var out []captured
+		in := map[string]int{}
+		for _, f := range frames {
+			if f.pkttype == unix.PACKET_OUTGOING {
+				out = append(out, f)
+			} else {
+				in[names[f.ifindex]]++
+			}
+		}
+		key := func(f captured) string { return fmt.Sprintf("%d %x", f.ifindex, f.data) }
+		want := map[string]int{}
+		for _, f := range expected {
+			want[key(f)]++
+		}
+		got := map[string]int{}
+		perIf := map[string]int{}
+		for _, f := range out {
+			got[key(f)]++
+			perIf[names[f.ifindex]]++
+		}
+		for k, n := range got {
+			if want[k] != n {
+				ifindex, data, _ := strings.Cut(k, " ")
+				i, _ := strconv.Atoi(ifindex)
+				t.Errorf("sent %d× on %s, expected %d×: %s", n, names[i], want[k], data)
+			}
+		}
+		for k, n := range want {
+			if got[k] == 0 {
+				t.Errorf("expected reply never sent (%d×): %s", n, k)
+			}
+		}
+		for _, ifname := range []string{"up0", "lo", "tap0sec"} {
+			if perIf[ifname] != 0 {
+				t.Errorf("%d frames left the unselected interface %s", perIf[ifname], ifname)
+			}
+		}
+		t.Logf("captured %d frames in the host namespace: %d received %v, %d sent %v, all of them the %d expected replies",
+			len(frames), len(frames)-len(out), in, len(out), perIf, len(expected))
+	})
 }
 
 func ifindexOf(t *testing.T, names map[int]string, name string) int {

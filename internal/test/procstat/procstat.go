@@ -94,10 +94,22 @@ func StatusField(status, key string) (uint64, bool) {
 // numbers of those that are sockets ("socket:[N]"). An fd closed while it
 // is being read is skipped.
 func FDs(pid int) (fds int, sockets []string, err error) {
+	fds, sockets, _, err = readFDs(pid)
+	return fds, sockets, err
+}
+
+// BPF counts a process's fds for BPF objects, by kind: links (a tc or XDP
+// attachment held by the fd), maps and programs.
+type BPF struct {
+	Links, Maps, Progs int
+}
+
+// readFDs is FDs, and the process's BPF objects.
+func readFDs(pid int) (fds int, sockets []string, bpf BPF, err error) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, BPF{}, err
 	}
 	for _, e := range ents {
 		dst, err := os.Readlink(dir + "/" + e.Name())
@@ -107,8 +119,16 @@ func FDs(pid int) (fds int, sockets []string, err error) {
 		if ino, ok := strings.CutPrefix(dst, "socket:["); ok {
 			sockets = append(sockets, strings.TrimSuffix(ino, "]"))
 		}
+		switch dst { // the kernel's names for them (anon_inode_getfile)
+		case "anon_inode:bpf_link":
+			bpf.Links++
+		case "anon_inode:bpf-map":
+			bpf.Maps++
+		case "anon_inode:bpf-prog":
+			bpf.Progs++
+		}
 	}
-	return len(ents), sockets, nil
+	return len(ents), sockets, bpf, nil
 }
 
 // Snapshot is what a process holds, read from /proc.
@@ -118,6 +138,7 @@ type Snapshot struct {
 	Threads int         // Threads: of /proc/PID/status
 	RSSKB   int         // VmRSS: of /proc/PID/status, in kB
 	Packet  map[int]int // ifindex -> its AF_PACKET sockets bound there
+	BPF     BPF         // of the fds, BPF links, maps and programs
 }
 
 // Snap reads the fds, sockets, threads and RSS of process pid, and maps its
@@ -125,7 +146,7 @@ type Snapshot struct {
 // socket fd is looked up in /proc/PID/net/packet (the packet sockets of the
 // process's network namespace, with their ifindex).
 func Snap(pid int) (Snapshot, error) {
-	fds, socks, err := FDs(pid)
+	fds, socks, bpf, err := readFDs(pid)
 	if err != nil {
 		return Snapshot{}, err
 	}
@@ -141,12 +162,12 @@ func Snap(pid int) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("/proc/%d/net/packet: %w", pid, err)
 	}
-	return Snapshot{FDs: fds, Sockets: len(socks), Threads: int(v[0]), RSSKB: int(v[1]), Packet: packet}, nil
+	return Snapshot{FDs: fds, Sockets: len(socks), Threads: int(v[0]), RSSKB: int(v[1]), Packet: packet, BPF: bpf}, nil
 }
 
 func (s Snapshot) String() string {
-	return fmt.Sprintf("%d fds (%d sockets, %d AF_PACKET), %d threads, RSS %d kB",
-		s.FDs, s.Sockets, s.PacketSockets(), s.Threads, s.RSSKB)
+	return fmt.Sprintf("%d fds (%d sockets, %d AF_PACKET; BPF: %d links, %d maps, %d programs), %d threads, RSS %d kB",
+		s.FDs, s.Sockets, s.PacketSockets(), s.BPF.Links, s.BPF.Maps, s.BPF.Progs, s.Threads, s.RSSKB)
 }
 
 // PacketSockets returns how many AF_PACKET sockets the snapshot holds.

@@ -6,6 +6,10 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/pxresp/pxresp/internal/test/privtest"
 )
 
 func TestParseStatTimes(t *testing.T) {
@@ -79,7 +83,8 @@ ffff9b2c0a1b5000 3      3    0806   9     1 0      0      51000
 		t.Error("bad ifindex: no error")
 	}
 	s := Snapshot{FDs: 9, Sockets: 4, Threads: 7, RSSKB: 5000, Packet: m}
-	if s.PacketSockets() != 3 || s.String() != "9 fds (4 sockets, 3 AF_PACKET), 7 threads, RSS 5000 kB" {
+	s.BPF = BPF{Links: 2, Maps: 5, Progs: 1}
+	if s.PacketSockets() != 3 || s.String() != "9 fds (4 sockets, 3 AF_PACKET; BPF: 2 links, 5 maps, 1 programs), 7 threads, RSS 5000 kB" {
 		t.Errorf("String = %q", s.String())
 	}
 }
@@ -117,5 +122,31 @@ func TestSnapSelf(t *testing.T) {
 	s, err := Snap(os.Getpid())
 	if err != nil || s.FDs == 0 || s.Threads == 0 || s.RSSKB == 0 {
 		t.Errorf("Snap = %v, %v", s, err)
+	}
+}
+
+// TestSnapCountsBPF: a BPF map this process creates shows in its snapshot,
+// and is gone from it once closed.
+func TestSnapCountsBPF(t *testing.T) {
+	privtest.Require(t)
+	before, err := Snap(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with, err := Snap(os.Getpid())
+	m.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := Snap(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if with.BPF.Maps != before.BPF.Maps+1 || after.BPF != before.BPF || with.BPF.Links != before.BPF.Links || with.BPF.Progs != before.BPF.Progs {
+		t.Errorf("BPF fds before %+v, with a map %+v, after closing it %+v", before.BPF, with.BPF, after.BPF)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/pxresp/pxresp/internal/test/topo"
 )
 
-// Every scenario end to end, three times over on one topology:
+// Every scenario end to end, four times over on one topology:
 //
 //   - none: kernel proxy_arp off and no pxresp: every ping fails (nothing
 //     answers the first hop's ARP request);
@@ -21,7 +21,9 @@ import (
 //     reference: every ping, neighbour entry and check passes, which shows
 //     that the topology is right;
 //   - pxresp: kernel proxy_arp off again (checked), the built pxresp in its
-//     place: everything passes again, and pxresp exits 0 on SIGTERM.
+//     place: everything passes again, and pxresp exits 0 on SIGTERM. It
+//     runs once per datapath (pxresp/packet, pxresp/ebpf), checked the same
+//     way (on eBPF, route-mode rules are still served by AF_PACKET).
 //
 // The neighbour tables are flushed between the runs, so each starts with a
 // fresh ARP exchange.
@@ -126,45 +128,58 @@ func runScenario(t *testing.T, sc *Scenario) {
 	})
 
 	t.Run("pxresp", func(t *testing.T) {
-		defer flush(t)
-		if err := in.KernelOff(ctx); err != nil {
-			t.Fatalf("kernel proxy ARP is not off: %v", err)
-		}
-		dir := t.TempDir()
-		var procs []*pxproc.Proc
-		defer func() {
-			for _, p := range procs {
-				if p.Alive() { // else already reported
-					p.StopT(t, 5*time.Second)
-				}
-			}
-		}()
-		for _, a := range in.Answerers {
-			cfg, err := a.WriteConfig(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			args := a.PxrespArgs(cfg)
-			p := pxproc.StartT(t, a.NS, pxproc.Options{Args: args})
-			procs = append(procs, p)
-			t.Logf("%s: pxresp %s (pid %d)", a.NS.Name, strings.Join(args, " "), p.Pid())
-			for _, ifname := range a.Attach {
-				if _, err := p.Wait(ctx, pxproc.Has("msg=attach", "iface="+ifname), 1, 10*time.Second); err != nil {
-					hint := ""
-					if !p.Alive() && p.Count(pxproc.Contains("flag provided but not defined")) > 0 {
-						hint = " (this pxresp lacks a flag the scenario uses: --mode or --config)"
-					}
-					t.Fatalf("pxresp in %s did not attach %s: %v%s", a.NS.Name, ifname, err, hint)
-				}
-			}
-		}
-		expectTraffic(ctx, t, in)
-		for _, p := range procs {
-			if !p.Alive() {
-				t.Errorf("pxresp (pid %d) exited during the run with code %d", p.Pid(), p.ExitCode())
-			}
+		for _, dp := range pxproc.Datapaths {
+			t.Run(dp, func(t *testing.T) {
+				defer flush(t)
+				runPxresp(ctx, t, in, dp)
+			})
 		}
 	})
+}
+
+// runPxresp checks the scenario with pxresp on datapath dp as its answerers
+// (kernel proxy ARP off), and stops them (exit 0 on SIGTERM).
+func runPxresp(ctx context.Context, t *testing.T, in *Instance, dp string) {
+	if err := in.KernelOff(ctx); err != nil {
+		t.Fatalf("kernel proxy ARP is not off: %v", err)
+	}
+	dir := t.TempDir()
+	var procs []*pxproc.Proc
+	defer func() {
+		for _, p := range procs {
+			if p.Alive() { // else already reported
+				p.StopT(t, 5*time.Second)
+			}
+		}
+	}()
+	for _, a := range in.Answerers {
+		cfg, err := a.WriteConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := pxproc.DatapathArgs(dp, a.PxrespArgs(cfg)...)
+		p := pxproc.StartT(t, a.NS, pxproc.Options{Args: args})
+		procs = append(procs, p)
+		t.Logf("%s: pxresp %s (pid %d)", a.NS.Name, strings.Join(args, " "), p.Pid())
+		if _, err := p.Wait(ctx, pxproc.ChoseDatapath(dp), 1, 10*time.Second); err != nil {
+			t.Fatalf("pxresp in %s did not choose the %s datapath: %v", a.NS.Name, dp, err)
+		}
+		for _, ifname := range a.Attach {
+			if _, err := p.Wait(ctx, pxproc.Has("msg=attach", "iface="+ifname), 1, 10*time.Second); err != nil {
+				hint := ""
+				if !p.Alive() && p.Count(pxproc.Contains("flag provided but not defined")) > 0 {
+					hint = " (this pxresp lacks a flag the scenario uses: --mode or --config)"
+				}
+				t.Fatalf("pxresp in %s did not attach %s: %v%s", a.NS.Name, ifname, err, hint)
+			}
+		}
+	}
+	expectTraffic(ctx, t, in)
+	for _, p := range procs {
+		if !p.Alive() {
+			t.Errorf("pxresp (pid %d) exited during the run with code %d", p.Pid(), p.ExitCode())
+		}
+	}
 }
 
 // expectTraffic checks, with an answerer in place, that every ping gets
