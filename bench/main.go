@@ -323,7 +323,7 @@ func (e *env) startPxArgs(resp string, pinned bool, args ...string) (*pxproc.Pro
 	if !isPx(resp) {
 		return nil, fmt.Errorf("internal: %s is not pxresp", resp)
 	}
-	p, err := startPxresp(e.bin, e.t.Host, pinned, append([]string{"--datapath", datapaths[resp]}, args...)...)
+	p, err := startPxresp(e.bin, e.t.Host, pinned, pxproc.DatapathArgs(datapaths[resp], args...)...)
 	if err != nil {
 		return nil, err
 	}
