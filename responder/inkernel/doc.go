@@ -81,7 +81,14 @@
 //     interface (responder.Settings.OnLink);
 //   - limits (hash): the rate limit's GCRA state, the algorithm, interval
 //     and burst of internal/ratelimit, under a bpf_spin_lock; no entry
-//     means no limit;
+//     means no limit. It holds a second bucket for one storming sender, as
+//     the packet datapath sheds one: the first sender the interface's
+//     bucket refuses is limited under a bucket of its own from then on,
+//     and the interface's bucket is full again for the other senders, who
+//     are never starved by it. The slot passes to the next refused sender
+//     once its holder has not been refused for 100 ms (the packet
+//     datapath's storm window). While a sender holds it, the interface may
+//     send up to twice the limit, as on the packet datapath;
 //   - stats (per-CPU hash): the counters, summed by Iface.Stats; the
 //     verdicts are numbered as policy.Verdict (a test holds the C enum to
 //     the Go one).

@@ -102,6 +102,88 @@ func TestRateLimitInKernel(t *testing.T) {
 	}
 }
 
+// TestStormerLimitedAlone floods the gateway from the pod's MAC while a
+// second sender on the same interface asks once every 10 ms, well within
+// the limit: the flooder is moved to a bucket of its own once the
+// interface's refuses it, so the second sender is answered every time, and
+// the flooder still gets replies.
+func TestStormerLimitedAlone(t *testing.T) {
+	tp := topotest.New(t, 1, "pxik")
+	pod := tp.Pods[0]
+	flood := topotest.Client(t, pod)
+	watch := topotest.Client(t, pod)
+	i := attachTo(t, load(t), tp, pod, func(c *responder.Config) { c.RateLimit = responder.DefaultRateLimit })
+	other := net.HardwareAddr{0x02, 0, 0, 0, 0x5e, 0x01}
+	otherIP := netip.MustParseAddr("10.244.77.7")
+	const asks = 30
+	stormReq := arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast)
+	otherReq := arptest.Request(other, otherIP, topo.Gateway, arptest.Broadcast)
+
+	// The flood runs until the other sender is done (bounded by a count).
+	done := make(chan struct{})
+	type result struct {
+		n   int
+		err error
+	}
+	flooded := make(chan result, 1)
+	go func() {
+		n := 0
+		for ; n < 2_000_000; n++ {
+			select {
+			case <-done:
+				flooded <- result{n, nil}
+				return
+			default:
+			}
+			if err := flood.Send(stormReq); err != nil {
+				flooded <- result{n, err}
+				return
+			}
+		}
+		flooded <- result{n, nil}
+	}()
+	// Once the flood has gone over the limit, the other sender asks.
+	waitStats(t, i, "the flood to be rate limited", func(s responder.Stats) bool { return s.RateLimited > 0 })
+	answered := 0
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for range asks {
+		<-tick.C
+		if err := watch.Send(otherReq); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := watch.NextReplyTo(other, 10*time.Millisecond); err == nil && r != nil {
+			answered++
+		}
+	}
+	close(done)
+	res := <-flooded
+	if res.err != nil {
+		t.Fatalf("flood: send %d: %v", res.n, res.err)
+	}
+	n := res.n
+	// A reply still on its way when the wait ended is counted by the program.
+	st := i.Stats()
+	t.Logf("flood: %d requests sent; other sender: %d of %d answered within 10 ms; stats %+v", n, answered, asks, st)
+	if answered < asks {
+		// Late replies are not lost ones: count the program's replies to
+		// the other sender instead of trusting the 10 ms wait alone.
+		for {
+			r, err := watch.NextReplyTo(other, 200*time.Millisecond)
+			if err != nil || r == nil {
+				break
+			}
+			answered++
+		}
+	}
+	if answered != asks {
+		t.Errorf("the other sender got %d replies to %d requests during the storm, want all", answered, asks)
+	}
+	if st.Replies <= uint64(asks) || st.RateLimited == 0 {
+		t.Errorf("stats %+v: want the flooder answered within its limit and refused beyond it", st)
+	}
+}
+
 // TestDryRunPassesOn: a dry run counts the reply it would send and passes
 // the request on, so that the kernel's proxy_arp, when it is on, answers.
 func TestDryRunPassesOn(t *testing.T) {

@@ -50,10 +50,14 @@ type pxrespLimit struct {
 		_   structs.HostLayout
 		Val uint32
 	}
-	Pad      uint32
-	Tat      uint64
-	Interval uint64
-	Depth    uint64
+	Pad         uint32
+	Tat         uint64
+	Interval    uint64
+	Depth       uint64
+	ShedTat     uint64
+	ShedRefused uint64
+	ShedMac     [6]uint8
+	Pad2        [2]uint8
 }
 
 type pxrespVerdict uint32

@@ -131,18 +131,44 @@ static __always_inline int in_trie(void *trie, __u32 ifindex, __be32 addr)
 	return bpf_map_lookup_elem(trie, &k) != NULL;
 }
 
-/* allow takes a token from l, if there is one. */
-static __always_inline int allow(struct limit *l)
+/* take takes a token from the bucket whose full-again time is *tat. */
+static __always_inline int take(__u64 *tat, __u64 now, __u64 interval, __u64 depth)
 {
-	__u64 now = bpf_ktime_get_ns(), tat;
+	__u64 t = *tat > now ? *tat : now;
+
+	t += interval;
+	if (t - now > depth)
+		return 0;
+	*tat = t;
+	return 1;
+}
+
+/*
+ * allow takes a token for a reply to sender sha from l, if there is one:
+ * from the shed sender's own bucket for the shed sender, from the
+ * interface's for every other. A sender the interface's bucket refuses
+ * takes the shed slot if no other sender holds it (see struct limit); the
+ * interface's bucket is then full again, for the others.
+ */
+static __always_inline int allow(struct limit *l, const __u8 *sha)
+{
+	__u64 now = bpf_ktime_get_ns();
 	int ok;
 
 	bpf_spin_lock(&l->lock);
-	tat = l->tat > now ? l->tat : now;
-	tat += l->interval;
-	ok = tat - now <= l->depth;
-	if (ok)
-		l->tat = tat;
+	if (l->shed_refused != 0 && mac_eq(sha, l->shed_mac)) {
+		ok = take(&l->shed_tat, now, l->interval, l->depth);
+		if (!ok)
+			l->shed_refused = now;
+	} else {
+		ok = take(&l->tat, now, l->interval, l->depth);
+		if (!ok && (l->shed_refused == 0 || now - l->shed_refused > STORM_WINDOW_NS)) {
+			__builtin_memcpy(l->shed_mac, sha, 6);
+			l->shed_refused = now;
+			l->shed_tat = now + l->depth; /* empty: it had its burst */
+			l->tat = now;
+		}
+	}
 	bpf_spin_unlock(&l->lock);
 	return ok;
 }
@@ -286,7 +312,7 @@ int pxresp(struct __sk_buff *skb)
 		return TCX_NEXT;
 	}
 	lim = bpf_map_lookup_elem(&limits, &ifindex);
-	if (lim && !allow(lim)) {
+	if (lim && !allow(lim, arp.sha)) {
 		c->rate_limited++;
 		return TC_ACT_SHOT;
 	}

@@ -50,6 +50,14 @@ struct iface {
  * internal/ratelimit. tat is the time (bpf_ktime_get_ns) at which the
  * bucket is full again; a token moves it one interval later and is refused
  * when that would put it more than depth ahead of now. interval 0: no limit.
+ *
+ * One sender at a time, the storming one, is limited under a bucket of its
+ * own (shed_tat, same interval and depth), so that it cannot starve the
+ * interface's other senders, as the packet datapath sheds a stormer: the
+ * first sender the interface's bucket refuses takes the slot when it is
+ * free, or when its holder has not been refused for STORM_WINDOW_NS.
+ * shed_refused is when the holder was last refused (taking the slot counts);
+ * 0: the slot is free.
  */
 struct limit {
 	struct bpf_spin_lock lock;
@@ -57,7 +65,15 @@ struct limit {
 	__u64 tat;
 	__u64 interval;
 	__u64 depth;
+	__u64 shed_tat;
+	__u64 shed_refused;
+	__u8 shed_mac[6];
+	__u8 pad2[2];
 };
+
+/* How long the slot's holder keeps it without being refused: the packet
+ * datapath's storm window. */
+#define STORM_WINDOW_NS (100ULL * 1000 * 1000)
 
 /*
  * A key of the LPM tries (targets and on-link prefixes): prefixlen counts
