@@ -85,7 +85,11 @@
 // the flood keeps the CPUs busy. A sample of one in a power of two (a mask
 // instead of a modulo: between once and twice the limit through), or
 // reading a shed socket only on a clock, measured the same CPU; the
-// modulo is kept for its tighter sample. See docs/performance.md.
+// modulo is kept for its tighter sample. Raw syscalls (which do not wake
+// sysmon) measured less, but a reply's write runs the CPU's network
+// softirq while its thread keeps the runtime's P, and with several
+// interfaces storming every other socket then waited. See
+// docs/performance.md.
 //
 // Alternatives, measured with the storm section of make bench (see
 // docs/performance.md): without shedding, pxresp spent most of a core on
