@@ -202,6 +202,17 @@ func (s *rawSock) rtt(req *[arpframe.Len]byte, timeout time.Duration) (int64, er
 	return 0, errTimeout
 }
 
+// stamp returns the kernel's receive timestamp of the last frame read, in
+// nanoseconds since the Unix epoch (SIOCGSTAMPNS), or 0. The first call
+// turns timestamping on and returns 0.
+func (s *rawSock) stamp() int64 {
+	var ts unix.Timespec
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(s.fd), unix.SIOCGSTAMPNS, uintptr(unsafe.Pointer(&ts))); e != 0 {
+		return 0
+	}
+	return ts.Nano()
+}
+
 // packetStats returns and resets the socket's PACKET_STATISTICS: frames
 // queued to it and frames it dropped because its buffer was full.
 func (s *rawSock) packetStats() unix.TpacketStats {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,9 @@ type StormRun struct {
 	ReplyRate float64 `json:"stormer_reply_rate"`
 	Baseline  Summary `json:"observer_baseline"` // the observer alone, same slot
 	During    Summary `json:"observer_during"`
+	// Arrived is During up to the kernel's receive timestamp of each
+	// reply, without the observer's own wake-up.
+	Arrived Summary `json:"observer_during_arrived"`
 	// P and E only: pxresp's CPU (schedstat, all threads) from the floods'
 	// start to their end (drain included), and in % of one core over that
 	// time; UserTicks, its time in user mode (utime, clock ticks).
@@ -62,6 +66,13 @@ type StormRun struct {
 // runStorm: rounds of K0, P and E slots, in rotating order.
 func (e *env) runStorm(ctx context.Context) error {
 	o := e.o
+	// Every flooding pod runs a sender and a receiver, each on a thread
+	// of its own, and so does the observer: with fewer Ps than such
+	// threads, a thread whose blocking read returns finds its P taken by
+	// a sender, which keeps it until the runtime preempts it (10 ms), and
+	// the observer would measure this process's scheduler, not the
+	// responder. A P for each keeps them apart, as separate pods are.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), 2*o.StormPods+4)))
 	var stormers []*rawSock
 	defer func() {
 		for _, s := range stormers {
@@ -114,7 +125,9 @@ func (e *env) stormSlot(ctx context.Context, round int, resp string, ifs []strin
 		if err := silent(c); err != nil {
 			return err
 		}
-		// Default settings: no --rate-limit.
+		// Default settings: no --rate-limit; P on the AF_PACKET datapath,
+		// which sheds storms in its socket filter, E on the eBPF one, which
+		// limits in the kernel (startPxArgs passes --datapath).
 		if _, err := e.startPxArgs(resp, false, "--iface", "cali*", "--gw", topo.Gateway.String(), "--log-level", "warn"); err != nil {
 			return err
 		}
@@ -134,7 +147,7 @@ func (e *env) stormSlot(ctx context.Context, round int, resp string, ifs []strin
 		}
 	}
 	t0 := time.Now()
-	base, err := observe(ctx, c, e.o.StormProbes, e.o.timeout, nil)
+	base, _, err := observe(ctx, c, e.o.StormProbes, e.o.timeout, nil)
 	if err != nil {
 		return err
 	}
@@ -152,9 +165,9 @@ func (e *env) stormSlot(ctx context.Context, round int, resp string, ifs []strin
 		if run != nil {
 			run.Round, run.BaselineCPUPercent = round, baseCPU
 			e.res.Storm = append(e.res.Storm, run)
-			logf("storm %s, %d pod(s): sent %d (%.0f/s), stormer replies %.0f/s each, observer p50 %s p99 %s lost %d (alone: %s, %s), pxresp CPU %.1f%%, storms %d, backlog drops %d",
+			logf("storm %s, %d pod(s): sent %d (%.0f/s), stormer replies %.0f/s each, observer p50 %s p99 %s lost %d (reply arrived p50 %s p99 %s) (alone: %s, %s), pxresp CPU %.1f%%, storms %d, backlog drops %d",
 				resp, n, run.Sent, run.SendRate, run.ReplyRate, fmtDur(run.During.P50), fmtDur(run.During.P99), run.During.Lost,
-				fmtDur(base.P50), fmtDur(base.P99), run.CPUPercent, run.Storms, run.BacklogDrops)
+				fmtDur(run.Arrived.P50), fmtDur(run.Arrived.P99), fmtDur(base.P50), fmtDur(base.P99), run.CPUPercent, run.Storms, run.BacklogDrops)
 		}
 		if err != nil {
 			return err
@@ -207,7 +220,7 @@ func (e *env) storm(ctx context.Context, resp string, stormers []*rawSock, base 
 	var obsErr error
 	select {
 	case <-time.After(stormWarmup):
-		run.During, obsErr = observe(ctx, e.podS, o.StormProbes, o.timeout, stop)
+		run.During, run.Arrived, obsErr = observe(ctx, e.podS, o.StormProbes, o.timeout, stop)
 	case <-stop:
 	}
 	<-stop
@@ -243,7 +256,13 @@ func (e *env) storm(ctx context.Context, resp string, stormers []*rawSock, base 
 // observe asks n broadcast requests on c, one at a time, at most one every
 // stormEvery, each waiting at most timeout, and stops early when stop is
 // closed. It runs on a thread of its own.
-func observe(ctx context.Context, c *rawSock, n int, timeout time.Duration, stop <-chan struct{}) (Summary, error) {
+//
+// It also returns, from the same requests, the time from the send to the
+// kernel's receive timestamp of the reply (SIOCGSTAMPNS: when the reply
+// entered the pod's side of the link), which leaves out how long the
+// pod's own thread took to be woken and read it.
+func observe(ctx context.Context, c *rawSock, n int, timeout time.Duration, stop <-chan struct{}) (Summary, Summary, error) {
+	var queued []int64
 	var samples []int64
 	lost := 0
 	err := onThread(-1, func() error {
@@ -251,6 +270,7 @@ func observe(ctx context.Context, c *rawSock, n int, timeout time.Duration, stop
 			return err
 		}
 		c.drain()
+		c.stamp() // the first call turns the kernel's receive timestamps on
 		next := time.Now()
 		for range n {
 			if ctx.Err() != nil {
@@ -267,10 +287,14 @@ func observe(ctx context.Context, c *rawSock, n int, timeout time.Duration, stop
 				time.Sleep(d)
 			}
 			next = time.Now().Add(stormEvery)
+			sent := time.Now().UnixNano()
 			ns, err := c.rtt(&c.bcast, timeout)
 			switch {
 			case err == nil:
 				samples = append(samples, ns)
+				if st := c.stamp(); st > sent {
+					queued = append(queued, st-sent)
+				}
 			case errors.Is(err, errTimeout):
 				lost++
 			default:
@@ -282,7 +306,7 @@ func observe(ctx context.Context, c *rawSock, n int, timeout time.Duration, stop
 	// A late reply must not pass for the next request's.
 	time.Sleep(5 * time.Millisecond)
 	c.drain()
-	return summarize(samples, lost), err
+	return summarize(samples, lost), summarize(queued, 0), err
 }
 
 // backlogDrops returns the sum over the CPUs of the frames dropped because

@@ -142,9 +142,10 @@ func renderStorm(w *strings.Builder, r *Results) {
 		}
 		rows = append(rows, []string{strconv.Itoa(s.Round), s.Responder, strconv.Itoa(s.Stormers), fmtRate(s.SendRate), fmtRate(s.ReplyRate),
 			fmtDur(s.Baseline.P50) + " / " + fmtDur(s.Baseline.P99), fmtDur(s.During.P50) + " / " + fmtDur(s.During.P99),
+			fmtDur(s.Arrived.P50) + " / " + fmtDur(s.Arrived.P99),
 			fmtRatio(ratio(float64(s.During.P50), float64(s.Baseline.P50))) + " / " + fmtRatio(ratio(float64(s.During.P99), float64(s.Baseline.P99))),
 			fmt.Sprintf("%d / %d", s.During.Lost, s.During.N+s.During.Lost), cpu, storms, strconv.FormatUint(s.BacklogDrops, 10)})
 	}
 	table(w, []string{"round", "resp.", "flooding pods", "their send rate (sum)", "replies to each", "other pod alone p50 / p99",
-		"other pod during p50 / p99", "ratio", "other pod lost", "pxresp CPU", "storms shed", "backlog drops"}, rows)
+		"other pod during p50 / p99", "its replies' arrival p50 / p99", "ratio", "other pod lost", "pxresp CPU", "storms shed", "backlog drops"}, rows)
 }

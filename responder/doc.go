@@ -40,16 +40,17 @@
 // limit refuses more often, within stormWindow, than the limit allows in
 // it (and at least the burst) is storming: the socket's filter is swapped,
 // in place, for one that drops that sender's frames first, before any other
-// test, except a random one in N (SKF_AD_RANDOM), N chosen so that between
-// the limit and twice the limit a second get through. That sample is
+// test, except a random one in N (SKF_AD_RANDOM modulo N), N chosen so
+// that about a quarter more than the limit gets through. That sample is
 // answered under a bucket of its own, so the stormer still gets its limit
 // and the interface's other senders keep theirs (which is refilled when
 // the shedding starts): while a sender is shed, the interface may send up
 // to twice the limit. Every stormTick, the frames of the sample read since
 // the last tick, times N, estimate the sender's rate: under half the limit,
-// the filter is swapped back; otherwise N is adapted. The decision needs no
-// frame: a timer runs only while a sender is shed. Start and end are logged
-// once each (warning level) with the interface, the sender and the rate;
+// the filter is swapped back; otherwise N is adapted, when it is off by
+// more than an eighth. The decision needs no frame: a timer runs only
+// while a sender is shed. Start and end are logged once each (warning
+// level) with the interface, the sender and the rate;
 // Stats counts storms, an estimate of the frames shed (each frame of the
 // sample stands for N-1 dropped; the kernel counts no frame its filter
 // drops; the frames queued before the swap, which the kernel's count of
@@ -77,6 +78,18 @@
 // Each wake-up reads at most batch frames before the goroutine yields
 // (runtime.Gosched), so that a socket whose queue never empties does not
 // keep its thread while the other sockets' frames wait.
+//
+// What a storm still costs pxresp is wake-ups, not frames: its threads'
+// context switches (the Go runtime's sysmon thread among them), which the
+// other pods' requests cause as much as the sample, and which grow when
+// the flood keeps the CPUs busy. A sample of one in a power of two (a mask
+// instead of a modulo: between once and twice the limit through), or
+// reading a shed socket only on a clock, measured the same CPU; the
+// modulo is kept for its tighter sample. Raw syscalls (which do not wake
+// sysmon) measured less, but a reply's write runs the CPU's network
+// softirq while its thread keeps the runtime's P, and with several
+// interfaces storming every other socket then waited. See
+// docs/performance.md.
 //
 // Alternatives, measured with the storm section of make bench (see
 // docs/performance.md): without shedding, pxresp spent most of a core on

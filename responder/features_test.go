@@ -667,10 +667,14 @@ func bpfRunRand(t *testing.T, prog []bpf.RawInstruction, pkttype uint32, vlan bo
 		case bpf.Jump:
 			pc += int(in.Skip)
 		case bpf.ALUOpConstant:
-			if in.Op != bpf.ALUOpAnd {
-				t.Fatalf("ALU op %v", in.Op)
+			switch {
+			case in.Op == bpf.ALUOpAnd:
+				a &= in.Val
+			case in.Op == bpf.ALUOpMod && in.Val != 0:
+				a %= in.Val
+			default:
+				t.Fatalf("ALU op %v, %d", in.Op, in.Val)
 			}
-			a &= in.Val
 		case bpf.RetConstant:
 			return in.Val
 		default:
@@ -740,7 +744,7 @@ func TestFilterShedding(t *testing.T) {
 	nearStorm := net.HardwareAddr{0x02, 0x57, 0, 0, 0, 2}
 	ov := net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	rule := shedRule{mac: [6]byte(storm), shift: 3}
+	rule := shedRule{mac: [6]byte(storm), n: 7}
 	for _, set := range [][]net.HardwareAddr{nil, {ov}, {ov, hostMAC}} {
 		prog, err := filter(rule, set...)
 		if err != nil {
@@ -759,8 +763,8 @@ func TestFilterShedding(t *testing.T) {
 			{"outgoing from the stormer", unix.PACKET_OUTGOING, request(storm, podIP, gateway, bcast), false},
 		} {
 			stormer := bytes.Equal(c.frame[arpframe.OffEthSrc:arpframe.OffEthSrc+6], storm)
-			for _, rnd := range []uint32{0, 1, 7, 8, 9, 0xfffffff8} {
-				want := c.want && (!stormer || rnd%8 == 0)
+			for _, rnd := range []uint32{0, 1, 6, 7, 8, 14, 0xfffffffb, 0xfffffffc} {
+				want := c.want && (!stormer || rnd%7 == 0)
 				if got := bpfRunRand(t, prog, c.pkttype, false, c.frame, rnd) != 0; got != want {
 					t.Errorf("filter(%v, %v): %s, random %#x: passed=%v, want %v", rule, set, c.name, rnd, got, want)
 				}
@@ -769,24 +773,38 @@ func TestFilterShedding(t *testing.T) {
 	}
 }
 
-// TestShiftFor checks the sample for a sender's rate: between the limit and
-// twice the limit gets through, and never less than the limit.
-func TestShiftFor(t *testing.T) {
+// TestSampleFor checks the sample for a sender's rate: about
+// sampleMargin times the limit gets through, never less than the limit,
+// and the sample stays within 2..maxSample.
+func TestSampleFor(t *testing.T) {
 	for _, c := range []struct {
 		rate, limit float64
-		want        uint8
+		want        uint32
 	}{
-		{1000, 1000, 1}, {1999, 1000, 1}, {2000, 1000, 1}, {4000, 1000, 2}, {150_000, 1000, 7},
-		{1e12, 1000, maxShift}, {5000, 0, 1},
+		{1000, 1000, 2}, {2000, 1000, 2}, {2500, 1000, 2}, {4000, 1000, 3}, {150_000, 1000, 120}, {166_000, 1000, 133},
+		{1e12, 1000, maxSample}, {5000, 0, 2},
 	} {
-		got := shiftFor(c.rate, c.limit)
+		got := sampleFor(c.rate, c.limit)
 		if got != c.want {
-			t.Errorf("shiftFor(%v, %v) = %d, want %d", c.rate, c.limit, got, c.want)
+			t.Errorf("sampleFor(%v, %v) = %d, want %d", c.rate, c.limit, got, c.want)
 		}
-		if c.limit > 0 && got < maxShift && c.rate >= 2*c.limit {
-			if through := c.rate / float64(uint64(1)<<got); through < c.limit || through >= 2*c.limit {
-				t.Errorf("shiftFor(%v, %v) = %d lets %v/s through", c.rate, c.limit, got, through)
+		if c.limit > 0 && got > 2 && got < maxSample {
+			if through := c.rate / float64(got); through < c.limit || through > 1.5*c.limit {
+				t.Errorf("sampleFor(%v, %v) = %d lets %v/s through", c.rate, c.limit, got, through)
 			}
+		}
+	}
+}
+
+// TestResample: the sample changes only for a change of more than an
+// eighth.
+func TestResample(t *testing.T) {
+	for _, c := range []struct {
+		n, want uint32
+		swap    bool
+	}{{136, 136, false}, {136, 150, false}, {136, 153, false}, {136, 154, true}, {136, 119, false}, {136, 118, true}, {2, 3, true}, {2, 2, false}, {maxSample, 2, true}} {
+		if got := resample(c.n, c.want); got != c.swap {
+			t.Errorf("resample(%d, %d) = %v, want %v", c.n, c.want, got, c.swap)
 		}
 	}
 }

@@ -159,7 +159,7 @@ func shedding(shed shedRule, rest int) []bpf.Instruction {
 		/* 2 */ bpf.LoadAbsolute{Off: arpframe.OffEthSrc + 4, Size: 2},
 		/* 3 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(binary.BigEndian.Uint16(shed.mac[4:6])), SkipTrue: n - 4},
 		/* 4 */ bpf.LoadExtension{Num: bpf.ExtRand},
-		/* 5 */ bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: uint32(shed.sample() - 1)},
+		/* 5 */ bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: shed.n},
 		/* 6 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0, SkipTrue: uint8(drop - 6 - 1)},
 	}
 }

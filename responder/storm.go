@@ -2,7 +2,7 @@ package responder
 
 import (
 	"encoding/binary"
-	"math/bits"
+	"math"
 	"net"
 	"slices"
 	"time"
@@ -18,37 +18,54 @@ const stormWindow = 100 * time.Millisecond
 // to adapt the sample or end the shedding.
 const stormTick = 250 * time.Millisecond
 
-// maxShift bounds the sample: at most one frame in 2^maxShift of the shed
+// maxSample bounds the sample: at most one frame in maxSample of the shed
 // sender is let through.
-const maxShift = 16
+const maxSample = 1 << 16
+
+// sampleMargin is how much more than the limit the sample aims to let
+// through of a shed sender: enough that the sampling's randomness, and the
+// sender's own rate changing between two ticks, seldom take the sender
+// below its limit; the frames over the limit that pxresp reads and refuses
+// cost little, as they are read in batches (see shedPace).
+const sampleMargin = 1.25
 
 // shedRule is the sender the socket filter sheds: of its frames, only one
-// in 2^shift, chosen at random by the kernel, reaches the socket. The zero
+// in n, chosen at random by the kernel, reaches the socket. The zero
 // shedRule sheds nothing.
 type shedRule struct {
-	mac   [6]byte
-	shift uint8
+	mac [6]byte
+	n   uint32
 }
 
-func (s shedRule) active() bool { return s.shift > 0 }
+func (s shedRule) active() bool { return s.n > 1 }
 
 // sample returns how many of the sender's frames each frame let through
 // stands for.
-func (s shedRule) sample() uint64 { return 1 << s.shift }
+func (s shedRule) sample() uint64 { return uint64(s.n) }
 
 // macKey packs a MAC into a uint64 with bit 63 set, so that 0 means none.
 func macKey(m [6]byte) uint64 {
 	return 1<<63 | uint64(binary.BigEndian.Uint16(m[0:2]))<<32 | uint64(binary.BigEndian.Uint32(m[2:6]))
 }
 
-// shiftFor returns the sample shift that lets about between limit and twice
-// limit frames a second through of a sender sending rate a second: the
-// limit is still answered, and pxresp reads no more than it must.
-func shiftFor(rate, limit float64) uint8 {
-	if limit <= 0 || rate < 2*limit {
-		return 1
+// sampleFor returns the sample (one frame in n) that lets about
+// sampleMargin times limit frames a second through of a sender sending
+// rate a second: the limit is still answered, and pxresp reads little more
+// than it must. It is at least 2 (a sender is shed only once it sends
+// more than twice the limit) and at most maxSample.
+func sampleFor(rate, limit float64) uint32 {
+	if limit <= 0 {
+		return 2
 	}
-	return uint8(min(max(bits.Len64(uint64(rate/limit))-1, 1), maxShift))
+	return uint32(min(max(math.Round(rate/(sampleMargin*limit)), 2), maxSample))
+}
+
+// resample reports whether a shed rule sampling one in n should sample one
+// in want instead: only for a change of more than an eighth, so that the
+// estimate's noise does not swap the filter on every tick.
+func resample(n, want uint32) bool {
+	d := int64(want) - int64(n)
+	return d*8 > int64(n) || -d*8 > int64(n)
 }
 
 // detector finds the sender of a storm from the requests the limit
@@ -131,7 +148,7 @@ func (r *Responder) engage(mac [6]byte, rate float64) bool {
 	if r.closed.Load() || r.shed.active() {
 		return false
 	}
-	rule := shedRule{mac: mac, shift: shiftFor(rate, float64(r.limitRate))}
+	rule := shedRule{mac: mac, n: sampleFor(rate, float64(r.limitRate))}
 	if err := r.t.setFilter(rule, r.overrides...); err != nil {
 		r.log.Warn("storm: cannot attach the shedding filter", "sender", net.HardwareAddr(mac[:]).String(), "err", err)
 		return false
@@ -159,8 +176,8 @@ func (r *Responder) engage(mac [6]byte, rate float64) bool {
 // stormTick runs every stormTick while a sender is shed: from the frames
 // of the sender that the filter let through since the last tick, it
 // estimates the sender's rate and ends the shedding once the rate is back
-// under half the limit, or adapts the sample so that between the limit and
-// twice the limit gets through.
+// under half the limit, or adapts the sample so that about sampleMargin
+// times the limit gets through.
 func (r *Responder) stormTick() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -182,8 +199,8 @@ func (r *Responder) stormTick() {
 			"lasted", time.Since(r.shedSince).Round(time.Millisecond).String(), "shed", r.shedEstimate.Load())
 		return
 	}
-	if shift := shiftFor(rate, limit); shift != r.shed.shift {
-		rule := shedRule{mac: r.shed.mac, shift: shift}
+	if n := sampleFor(rate, limit); resample(r.shed.n, n) {
+		rule := shedRule{mac: r.shed.mac, n: n}
 		if err := r.t.setFilter(rule, r.overrides...); err == nil {
 			r.shed = rule
 		}
