@@ -135,13 +135,13 @@ func flood(ctx context.Context, c *rawSock, dur time.Duration, rate float64, max
 }
 
 // runFlood: floods at the maximum rate and at the fixed rate, in rounds
-// rotating K0, P, Kd; one responder active at a time, as in runLatency.
+// rotating K0, P, E, Kd; one responder active at a time, as in runLatency.
 func (e *env) runFlood(ctx context.Context) error {
 	o := e.o
 	c := e.podS
 	ifs := []string{e.pod.HostIf}
 	for r := range o.FloodRounds {
-		for _, resp := range rotate([]string{K0, P, Kd}, r) {
+		for _, resp := range rotate([]string{K0, P, E, Kd}, r) {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
@@ -169,14 +169,14 @@ func (e *env) floodSlot(ctx context.Context, round int, resp string, ifs []strin
 			// Delayed replies come up to proxy_delay later.
 			drain = time.Duration(delay)*10*time.Millisecond + 200*time.Millisecond
 		}
-	case P:
+	case P, E:
 		if err := e.kernelSilent(ctx, ifs); err != nil {
 			return err
 		}
 		if err := silent(c); err != nil {
 			return err
 		}
-		if _, err := e.startPx(false, "warn"); err != nil {
+		if _, err := e.startPx(resp, false, "warn"); err != nil {
 			return err
 		}
 		defer func() {
@@ -191,10 +191,12 @@ func (e *env) floodSlot(ctx context.Context, round int, resp string, ifs []strin
 	for _, rate := range []float64{0, o.FloodRate} {
 		var before procSnap
 		var dropsBefore uint64
-		if resp == P {
+		if resp == P { // E has no packet socket
 			if dropsBefore, err = socketDrops(ctx, e.px, e.t.Host); err != nil {
 				return err
 			}
+		}
+		if isPx(resp) {
 			if before, err = readProc(e.px.Pid()); err != nil {
 				return err
 			}
@@ -202,20 +204,22 @@ func (e *env) floodSlot(ctx context.Context, round int, resp string, ifs []strin
 		run, err := flood(ctx, c, o.floodDur, rate, o.FloodMax, drain)
 		if run != nil {
 			run.Responder, run.Round = resp, round
-			if resp == P {
+			if isPx(resp) {
 				after, serr := readProc(e.px.Pid())
 				if serr != nil {
 					err = errors.Join(err, serr)
 				} else {
 					run.CPUTicks, run.CPUNs = after.Ticks-before.Ticks, after.CPUNs-before.CPUNs
 				}
+				if !e.px.Alive() {
+					err = errors.Join(err, fmt.Errorf("pxresp died during the flood: %s", lastLines(e.px)))
+				}
+			}
+			if resp == P {
 				if d, derr := socketDrops(ctx, e.px, e.t.Host); derr != nil {
 					err = errors.Join(err, derr)
 				} else {
 					run.RespDrops = int64(d - dropsBefore)
-				}
-				if !e.px.Alive() {
-					err = errors.Join(err, fmt.Errorf("pxresp died during the flood: %s", lastLines(e.px)))
 				}
 			}
 			e.res.Flood = append(e.res.Flood, run)

@@ -191,6 +191,9 @@ func silent(c *rawSock) error {
 	if err := c.setRecvTimeout(30 * time.Millisecond); err != nil {
 		return err
 	}
+	// Replies to an earlier slot's requests (a flood's backlog, answered
+	// before its responder stopped) are not answers to these.
+	c.drain()
 	for _, k := range []kind{broadcastReq, unicastReq} {
 		_, err := c.rtt(c.request(k), 30*time.Millisecond)
 		if err == nil {
@@ -205,9 +208,9 @@ func silent(c *rawSock) error {
 }
 
 // runLatency: round trips from one pod, broadcast and unicast, pinned and
-// unpinned, in rounds that rotate K0, Kd, P. Only one responder is ever
+// unpinned, in rounds that rotate K0, Kd, P, E. Only one responder is ever
 // active: the kernel's proxy_arp is on only during its own slot and pxresp
-// runs only during P's (started, checked, measured, stopped).
+// runs only during P's and E's (started, checked, measured, stopped).
 func (e *env) runLatency(ctx context.Context) error {
 	o := e.o
 	c := e.podS
@@ -219,7 +222,7 @@ func (e *env) runLatency(ctx context.Context) error {
 	kdLeft := map[string]int{"pinned": o.KdSamples, "unpinned": o.KdSamples}
 	defer e.summarize("pod") // what was measured, even when cut short
 	for r := range o.Rounds {
-		for _, resp := range rotate([]string{K0, Kd, P}, r) {
+		for _, resp := range rotate([]string{K0, Kd, P, E}, r) {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
@@ -273,7 +276,7 @@ func (e *env) latencySlot(ctx context.Context, resp string, ms []string, ifs []s
 			}
 		}
 		return nil
-	case P:
+	case P, E:
 		for _, m := range ms {
 			if err := e.kernelSilent(ctx, ifs); err != nil {
 				return err
@@ -281,14 +284,14 @@ func (e *env) latencySlot(ctx context.Context, resp string, ms []string, ifs []s
 			if err := silent(c); err != nil {
 				return err
 			}
-			if _, err := e.startPx(m == "pinned", "warn"); err != nil {
+			if _, err := e.startPx(resp, m == "pinned", "warn"); err != nil {
 				return err
 			}
 			if _, err := probe(ctx, c, broadcastReq, 2*time.Millisecond, 5*time.Second); err != nil {
 				return fmt.Errorf("pxresp not answering: %w (%s)", err, lastLines(e.px))
 			}
 			for _, k := range []kind{broadcastReq, unicastReq} {
-				s := e.series("pod", P, k, m)
+				s := e.series("pod", resp, k, m)
 				before, err := readProc(e.px.Pid())
 				if err != nil {
 					return err

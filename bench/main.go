@@ -30,8 +30,15 @@ import (
 const (
 	K0 = "K0" // kernel proxy_arp, proxy_delay=0
 	Kd = "Kd" // kernel proxy_arp, default proxy_delay
-	P  = "P"  // pxresp
+	P  = "P"  // pxresp, --datapath packet
+	E  = "E"  // pxresp, --datapath ebpf
 )
+
+// datapaths is the --datapath each pxresp responder runs with.
+var datapaths = map[string]string{P: "packet", E: "ebpf"}
+
+// isPx reports whether resp is pxresp (P or E) rather than the kernel.
+func isPx(resp string) bool { return datapaths[resp] != "" }
 
 // prefixTag starts the name of every namespace the bench makes.
 const prefixTag = "pxb"
@@ -62,7 +69,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.deadline, "deadline", 9*time.Minute, "stop measuring after this long and report what was measured")
 	fs.BoolVar(&o.samples, "json-samples", true, "write every round-trip sample to the JSON file")
 	fs.BoolVar(&o.png, "png", false, "also write the plot as DATE.png")
-	fs.IntVar(&o.Rounds, "rounds", 10, "alternating latency rounds (each: K0, Kd, P in rotating order)")
+	fs.IntVar(&o.Rounds, "rounds", 10, "alternating latency rounds (each: K0, Kd, P, E in rotating order)")
 	fs.IntVar(&o.Samples, "samples", 3000, "round trips per round, per responder, request kind and pinning")
 	fs.IntVar(&o.KdSamples, "kd-samples", 20, "Kd broadcast round trips per pinning mode over the whole run (each ~0.4 s)")
 	fs.DurationVar(&o.timeout, "timeout", 200*time.Millisecond, "reply timeout (Kd broadcast: 2 s)")
@@ -72,14 +79,14 @@ func parseOptions(args []string) (*options, error) {
 	fs.Int64Var(&o.FloodMax, "flood-max", 5_000_000, "most requests one flood sends")
 	fs.DurationVar(&o.idleDur, "idle-dur", 10*time.Second, "idle measurement duration")
 	fs.IntVar(&o.IdleIfaces, "idle-ifaces", 100, "attached interfaces during the idle measurement")
-	fs.IntVar(&o.StormRounds, "storm-rounds", 1, "alternating storm rounds (K0, P)")
+	fs.IntVar(&o.StormRounds, "storm-rounds", 1, "alternating storm rounds (K0, P, E)")
 	fs.IntVar(&o.StormPods, "storm-pods", 10, "pods storming at once in the many-pod storm")
 	fs.IntVar(&o.StormProbes, "storm-probes", 1000, "the observing pod's requests per storm (one every 2 ms)")
 	fs.IntVar(&o.AttachReps, "attach-reps", 20, "attach-latency repetitions")
 	fs.DurationVar(&o.period, "attach-period", 100*time.Microsecond, "request period of the attach-latency client")
 	fs.IntVar(&o.Burst, "burst", 1000, "interfaces created in one burst (and spread over by the scale rounds)")
 	fs.IntVar(&o.ScaleSample, "scale-sample", 50, "interfaces of the burst the scale rounds measure on")
-	fs.IntVar(&o.ScaleRounds, "scale-rounds", 3, "alternating scale rounds (K0, P)")
+	fs.IntVar(&o.ScaleRounds, "scale-rounds", 3, "alternating scale rounds (K0, P, E)")
 	fs.IntVar(&o.ScaleSamples, "scale-samples", 3000, "round trips per scale round and pinning, spread over the sampled interfaces")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -301,19 +308,22 @@ func (e *env) cleanup() {
 	}
 }
 
-// startPx starts pxresp (e.px) with its reply limit off (see startPxresp),
-// unless one runs.
-func (e *env) startPx(pinned bool, level string) (*pxproc.Proc, error) {
-	return e.startPxArgs(pinned, "--iface", "cali*", "--gw", topo.Gateway.String(), "--rate-limit", "0", "--log-level", level)
+// startPx starts pxresp (e.px) as responder resp (P or E) with its reply
+// limit off (see startPxresp), unless one runs.
+func (e *env) startPx(resp string, pinned bool, level string) (*pxproc.Proc, error) {
+	return e.startPxArgs(resp, pinned, "--iface", "cali*", "--gw", topo.Gateway.String(), "--rate-limit", "0", "--log-level", level)
 }
 
-// startPxArgs starts pxresp (e.px) with the command line args, unless one
-// runs.
-func (e *env) startPxArgs(pinned bool, args ...string) (*pxproc.Proc, error) {
+// startPxArgs starts pxresp (e.px) as responder resp (P or E: its
+// --datapath) with the command line args, unless one runs.
+func (e *env) startPxArgs(resp string, pinned bool, args ...string) (*pxproc.Proc, error) {
 	if e.px != nil && e.px.Alive() {
 		return nil, errors.New("internal: a pxresp is already running")
 	}
-	p, err := startPxresp(e.bin, e.t.Host, pinned, args...)
+	if !isPx(resp) {
+		return nil, fmt.Errorf("internal: %s is not pxresp", resp)
+	}
+	p, err := startPxresp(e.bin, e.t.Host, pinned, pxproc.DatapathArgs(datapaths[resp], args...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ var respColor = map[string]color.Color{
 	K0: color.RGBA{0x1f, 0x77, 0xb4, 0xff}, // blue
 	Kd: color.RGBA{0x7f, 0x7f, 0x7f, 0xff}, // grey
 	P:  color.RGBA{0xd6, 0x27, 0x28, 0xff}, // red
+	E:  color.RGBA{0x2c, 0xa0, 0x2c, 0xff}, // green
 }
 
 // tickLabels marks 1-2-5 ticks on a log axis, in µs, ms or s.
@@ -96,7 +97,7 @@ func cdfPanel(r *Results, scope, kind, title string, xmin, xmax float64) (*plot.
 	return p, lines, nil
 }
 
-// plotCDF writes the round-trip CDFs of K0, Kd and P (one panel per request
+// plotCDF writes the round-trip CDFs of K0, Kd, P and E (one panel per request
 // kind, and one for the scale rounds) as SVG.
 func plotCDF(r *Results, path string, png bool) error {
 	// One x range for all panels, so that they compare at a glance.

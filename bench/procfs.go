@@ -26,6 +26,7 @@ func parseSchedstat(s string) (uint64, error) {
 // procSnap is a snapshot of a process's CPU use and context switches.
 type procSnap struct {
 	Ticks    uint64 // utime+stime of the process (all threads), clock ticks
+	UTicks   uint64 // utime alone: time in user mode
 	CPUNs    uint64 // sum over its threads of schedstat run time, ns
 	Switches uint64 // sum over its threads of voluntary+nonvoluntary ctxt switches
 	Threads  int
@@ -43,7 +44,7 @@ func readProc(pid int) (procSnap, error) {
 	if err != nil {
 		return s, err
 	}
-	s.Ticks = u + st
+	s.Ticks, s.UTicks = u+st, u
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
 	if err != nil {
 		return s, err

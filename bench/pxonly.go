@@ -26,10 +26,10 @@ func farIP(base byte, i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 244, base + byte(i>>8), byte(i)})
 }
 
-// startPxInfo starts an unpinned pxresp at info level (attach lines on
-// stderr) and waits until it attached the pod's interface.
-func (e *env) startPxInfo(ctx context.Context) (*pxproc.Proc, error) {
-	p, err := e.startPx(false, "info")
+// startPxInfo starts an unpinned pxresp as resp (P or E) at info level
+// (attach lines on stderr) and waits until it attached the pod's interface.
+func (e *env) startPxInfo(ctx context.Context, resp string) (*pxproc.Proc, error) {
+	p, err := e.startPx(resp, false, "info")
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,6 @@ func netlinkAt(name string) (*netlink.Handle, netns.NsHandle, error) {
 // broadcast request every period; at T0 the host side is set up (netlink,
 // from the bench); the first reply ends the repetition.
 func (e *env) runAttach(ctx context.Context) error {
-	o := e.o
 	far, err := e.farNS(ctx)
 	if err != nil {
 		return err
@@ -105,18 +104,36 @@ func (e *env) runAttach(ctx context.Context) error {
 	defer farH.Close()
 	defer farNL.Close()
 
-	p, err := e.startPxInfo(ctx)
+	for _, resp := range []string{P, E} {
+		if err := e.attachSlot(ctx, resp, hostNL, farNL, far, farH); err != nil {
+			return fmt.Errorf("%s: %w", resp, err)
+		}
+		if err := e.stopPx(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attachSlot runs the attach repetitions on a pxresp started as resp.
+func (e *env) attachSlot(ctx context.Context, resp string, hostNL, farNL *netlink.Handle, far *topo.NS, farH netns.NsHandle) error {
+	o := e.o
+	p, err := e.startPxInfo(ctx, resp)
 	if err != nil {
 		return err
 	}
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return err
 	}
-	if err := e.memPoint(p, p.NumAttached("cali")); err != nil {
-		return err
+	res := &AttachResult{Responder: resp, Reps: o.AttachReps}
+	if resp == P {
+		if err := e.memPoint(p, p.NumAttached("cali")); err != nil {
+			return err
+		}
+		e.res.Attach = res
+	} else {
+		e.res.AttachE = res
 	}
-	res := &AttachResult{Reps: o.AttachReps}
-	e.res.Attach = res
 	defer func() { res.Summary = summarize(res.UpToReply, res.Failed) }()
 	for rep := range o.AttachReps {
 		if ctx.Err() != nil {
@@ -255,7 +272,7 @@ func (e *env) runIdle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := e.startPxInfo(ctx)
+	p, err := e.startPxInfo(ctx, P)
 	if err != nil {
 		return err
 	}
@@ -359,7 +376,7 @@ func (e *env) runBurst(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := e.startPxInfo(ctx)
+	p, err := e.startPxInfo(ctx, P)
 	if err != nil {
 		return err
 	}
@@ -440,8 +457,8 @@ func silentAll(socks []*rawSock) error {
 }
 
 // runScale: round trips spread over ScaleSample of the Burst interfaces
-// (their far ends in one namespace without addresses), rounds rotating K0
-// and P, pinned and unpinned, broadcast requests.
+// (their far ends in one namespace without addresses), rounds rotating K0,
+// P and E, pinned and unpinned, broadcast requests.
 func (e *env) runScale(ctx context.Context) error {
 	o := e.o
 	far, err := e.farNS(ctx)
@@ -463,7 +480,7 @@ func (e *env) runScale(ctx context.Context) error {
 	total := 1 + o.Burst // the pod's interface and the burst's
 	defer e.summarize("scale")
 	for r := range o.ScaleRounds {
-		for _, resp := range rotate([]string{K0, P}, r) {
+		for _, resp := range rotate([]string{K0, P, E}, r) {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
@@ -504,7 +521,7 @@ func (e *env) scaleSlot(ctx context.Context, resp string, ms []string, socks []*
 			}
 		}
 		return nil
-	case P:
+	case P, E:
 		for _, m := range ms {
 			if err := e.kernelSilent(ctx, hostIfs); err != nil {
 				return err
@@ -513,14 +530,14 @@ func (e *env) scaleSlot(ctx context.Context, resp string, ms []string, socks []*
 				return err
 			}
 			t0 := time.Now()
-			p, err := e.startPx(m == "pinned", "info")
+			p, err := e.startPx(resp, m == "pinned", "info")
 			if err != nil {
 				return err
 			}
 			if err := waitAttached(ctx, p, "cali", total, 60*time.Second); err != nil {
 				return err
 			}
-			if e.res.Burst != nil {
+			if e.res.Burst != nil && resp == P {
 				e.res.Burst.StartupAttachNs = append(e.res.Burst.StartupAttachNs, lastAttach(p.Attached(), "cali").Sub(t0).Nanoseconds())
 			}
 			for _, c := range socks {
@@ -528,7 +545,7 @@ func (e *env) scaleSlot(ctx context.Context, resp string, ms []string, socks []*
 					return fmt.Errorf("pxresp not answering: %w", err)
 				}
 			}
-			if err := e.block(ctx, e.series("scale", P, broadcastReq, m), socks, broadcastReq, o.ScaleSamples, o.timeout, maxDur); err != nil {
+			if err := e.block(ctx, e.series("scale", resp, broadcastReq, m), socks, broadcastReq, o.ScaleSamples, o.timeout, maxDur); err != nil {
 				return err
 			}
 			if !p.Alive() {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,13 @@ func fixture() *Results {
 			constSeries("pod", P, k, "unpinned", 40_000, 100), // 6.2×: fails 5×
 		)
 	}
+	// E: 1.08× pinned, 1.23× unpinned broadcast (fails 1.2×), 1.15× unpinned unicast.
+	r.Latency = append(r.Latency,
+		constSeries("pod", E, "broadcast", "pinned", 7_000, 100),
+		constSeries("pod", E, "broadcast", "unpinned", 8_000, 100),
+		constSeries("pod", E, "unicast", "pinned", 7_000, 100),
+		constSeries("pod", E, "unicast", "unpinned", 7_500, 100),
+	)
 	r.Latency = append(r.Latency,
 		constSeries("pod", Kd, "broadcast", "pinned", 400_000_000, 16),   // 44444× P pinned
 		constSeries("pod", Kd, "broadcast", "unpinned", 400_000_000, 16), // 10000× P unpinned exactly
@@ -76,6 +84,8 @@ func fixture() *Results {
 		{Responder: K0, Pace: "max", Sent: 200000, Replies: 200000, ReplyRate: 200000},
 		{Responder: P, Pace: "max", Sent: 200000, Replies: 160000, ReplyRate: 160000, CPUNs: 800_000_000, CPUTicks: 80},
 		{Responder: P, Pace: "fixed", Sent: 100000, Replies: 100000, SendRate: 99990, ReplyRate: 99990},
+		{Responder: E, Pace: "max", Sent: 196000, Replies: 196000, ReplyRate: 196000}, // 0.98×
+		{Responder: E, Pace: "fixed", Sent: 100000, Replies: 100000, SendRate: 99990, ReplyRate: 99990},
 	}
 	r.Idle = &IdleResult{Interfaces: 100, DurationNs: 10e9, Wakeups: 3, Threads: 6}
 	r.Memory = []MemPoint{{1, 6000}, {100, 8000}, {1001, 20000}}
@@ -84,6 +94,11 @@ func fixture() *Results {
 		r.Attach.UpToReply = append(r.Attach.UpToReply, int64(200+i)*1000)
 	}
 	r.Attach.Summary = summarize(r.Attach.UpToReply, 0)
+	r.AttachE = &AttachResult{Responder: E, Reps: 20, Failed: 1}
+	for i := range 19 {
+		r.AttachE.UpToReply = append(r.AttachE.UpToReply, int64(300+i)*1000)
+	}
+	r.AttachE.Summary = summarize(r.AttachE.UpToReply, 1)
 	r.Burst = &BurstResult{Interfaces: 1000, Attached: 1000, HostBatchNs: 6e8, AllAttachedNs: 7e8, AfterCreateNs: 1e8, SampleAnswerNs: 8e8, Sampled: 50}
 	return r
 }
@@ -145,18 +160,98 @@ func TestTargets(t *testing.T) {
 	}
 }
 
+// TestEBPFTargets: E against the targets for the eBPF datapath,
+// on the fixture and on storms.
+func TestEBPFTargets(t *testing.T) {
+	got := map[string]Target{}
+	for _, tg := range ebpfTargets(fixture()) {
+		got[tg.Name] = tg
+	}
+	for name, ok := range map[string]bool{
+		"round trip p50, pinned, broadcast":               true,
+		"round trip p99, pinned, broadcast":               true, // 1.08× ≤ 2×
+		"round trip p50, unpinned, broadcast":             false,
+		"round trip p99, unpinned, broadcast":             true, // 1.23× ≤ 2×
+		"round trip p50, pinned, unicast":                 true,
+		"round trip p50, unpinned, unicast":               true,
+		"flood at the maximum rate, replies/s":            true,
+		"loss at 100.0 k/s":                               true,
+		"attach latency p99 (host side up → first reply)": false, // one failed
+	} {
+		tg, found := got[name]
+		if !found || !tg.Measured || tg.OK != ok {
+			t.Errorf("%s: found %v, %+v; want ok %v", name, found, tg, ok)
+		}
+	}
+	// Nothing of E measured: every target says so, none passes.
+	r := fixture()
+	r.Latency = slices.DeleteFunc(r.Latency, func(s *Series) bool { return s.Responder == E })
+	r.Flood = slices.DeleteFunc(r.Flood, func(f *FloodRun) bool { return f.Responder == E })
+	r.AttachE = nil
+	for _, tg := range ebpfTargets(r) {
+		if tg.Measured || tg.OK {
+			t.Errorf("no E results: %+v", tg)
+		}
+	}
+	// The flood at 0.95× K0 fails just below.
+	r = fixture()
+	r.Flood[3].ReplyRate = 189000
+	for _, tg := range ebpfTargets(r) {
+		if strings.HasPrefix(tg.Name, "flood") && tg.OK {
+			t.Errorf("0.945× K0 passed: %+v", tg)
+		}
+	}
+
+	us := int64(time.Microsecond)
+	r = &Results{Config: Config{StormPods: 10}}
+	r.Storm = []*StormRun{
+		{Responder: K0, Stormers: 1, During: Summary{N: 10, P99: 100 * us}},
+		{Responder: E, Stormers: 1, During: Summary{N: 10, P99: 150 * us}, CPUPercent: 0.1},
+		{Responder: K0, Stormers: 10, During: Summary{N: 10, P99: 300 * us}},
+		{Responder: E, Stormers: 10, During: Summary{N: 10, P99: 500 * us}},
+		{Responder: E, Stormers: 10, During: Summary{N: 9, Lost: 1, P99: 700 * us}, UserTicks: 1},
+		{Responder: P, Stormers: 10, During: Summary{N: 10, P99: 100 * us}},
+	}
+	sg := map[string]Target{}
+	for _, tg := range ebpfStormTargets(r) {
+		sg[tg.Name] = tg
+	}
+	for name, ok := range map[string]bool{
+		"storm, 1 pod: pxresp userspace CPU":                                       true,
+		"storm, 1 pod: another pod's p99":                                          true, // 1.5×
+		"storm, 1 pod: another pod's loss, every round":                            true,
+		"storm, 10 pods (the observer is pod 11): pxresp userspace CPU":            false,
+		"storm, 10 pods (the observer is pod 11): another pod's p99":               false, // worst 700 µs: 2.33×
+		"storm, 10 pods (the observer is pod 11): another pod's loss, every round": false,
+	} {
+		tg, found := sg[name]
+		if !found || !tg.Measured || tg.OK != ok {
+			t.Errorf("%s: found %v, %+v; want ok %v", name, found, tg, ok)
+		}
+	}
+	if a := sg["storm, 10 pods (the observer is pod 11): another pod's p99"].Actual; !strings.Contains(a, "2.33× (E 700 µs, K0 300 µs)") {
+		t.Errorf("p99 actual %q", a)
+	}
+}
+
 func TestRenderMarkdown(t *testing.T) {
 	r := fixture()
 	r.Notes = notes(r)
 	md := renderMarkdown(r)
 	for _, want := range []string{
-		"| measure | K0 | Kd | P | P/K0 | P/Kd |",
-		"| round trip broadcast, pinned, p50 (Kd: n=16) | 6.50 µs | 400 ms | 9.00 µs | 1.38× | 1/44400 |",
-		"| round trip unicast, pinned, p50 | 6.50 µs | 6.60 µs | 9.00 µs | 1.38× | 1.36× |",
-		"| flood at max rate, replies/s (median of rounds) | 200.0 k/s | — | 160.0 k/s | 0.80× | — |",
-		"| flood at 100.0 k/s, loss | — | — | 0 % | — | — |",
-		"| VmRSS, 1001 attached interfaces | — | — | 19.5 MB | — | — |",
+		"| measure | K0 | Kd | P | E | P/K0 | E/K0 | P/Kd |",
+		"| round trip broadcast, pinned, p50 (Kd: n=16) | 6.50 µs | 400 ms | 9.00 µs | 7.00 µs | 1.38× | 1.08× | 1/44400 |",
+		"| round trip unicast, pinned, p50 | 6.50 µs | 6.60 µs | 9.00 µs | 7.00 µs | 1.38× | 1.08× | 1.36× |",
+		"| flood at max rate, replies/s (median of rounds) | 200.0 k/s | — | 160.0 k/s | 196.0 k/s | 0.80× | 0.98× | — |",
+		"| flood at 100.0 k/s, loss | — | — | 0 % | 0 % | — | — | — |",
+		"| VmRSS, 1001 attached interfaces | — | — | 19.5 MB | — | — | — | — |",
+		"| attach: host side up → first reply, p50 / p99 (n) | — | — | 209 µs / 219 µs (20) | 309 µs / 318 µs (19) | — | — | — |",
+		"## Targets: P, the packet datapath",
 		"| round trip p50, unpinned, broadcast | 6.15× (P 40.0 µs, K0 6.50 µs) | ≤ 5× K0 | ✘ |",
+		"## Targets: E, the eBPF datapath",
+		"| round trip p50, unpinned, broadcast | 1.23× (E 8.00 µs, K0 6.50 µs) | ≤ 1.2× K0 | ✘ |",
+		"| pod | E | broadcast | pinned | 100 | 0 | 0 | 7.00 µs |",
+		"pxresp --datapath packet --iface",
 		"| idle wake-ups, no ARP | 3 in 10.0 s with 100 interfaces | 0 | ✘ |",
 		"| pod | P | broadcast | pinned | 100 | 0 | 0 | 9.00 µs |",
 		"Machine: 2 CPUs (nproc), Test CPU, Linux 6.18",

@@ -13,7 +13,8 @@ type Results struct {
 	Storm       []*StormRun   `json:"storm,omitempty"`
 	Idle        *IdleResult   `json:"idle,omitempty"`
 	Memory      []MemPoint    `json:"memory"`
-	Attach      *AttachResult `json:"attach,omitempty"`
+	Attach      *AttachResult `json:"attach,omitempty"`      // P
+	AttachE     *AttachResult `json:"attach_ebpf,omitempty"` // E
 	Burst       *BurstResult  `json:"burst,omitempty"`
 	Errors      []string      `json:"errors,omitempty"` // sections that failed or were cut short
 	Notes       []string      `json:"notes"`
@@ -67,7 +68,7 @@ type Series struct {
 	Extra     int       `json:"extra_replies"` // replies beyond one per request (late after a timeout, or duplicates)
 	Sent      int       `json:"requests_sent"` // requests sent, warm-up included
 	// PxSwitches counts pxresp's context switches (all threads, voluntary
-	// and not) during its P blocks: the wake-ups a request costs it.
+	// and not) during its P or E blocks: the wake-ups a request costs it.
 	PxSwitches uint64  `json:"pxresp_context_switches,omitempty"`
 	Samples    []int64 `json:"samples_ns,omitempty"`
 	lost       int
@@ -87,8 +88,9 @@ type FloodRun struct {
 	ReplyRate   float64 `json:"reply_rate"` // replies / (last reply - first send)
 	Loss        float64 `json:"loss"`       // 1 - replies/sent
 	ClientDrops uint32  `json:"client_socket_drops"`
-	// RespDrops: P only, requests dropped by the kernel at pxresp's socket
-	// (receive buffer full), from `ss -0 -m` (skmem d) before and after.
+	// RespDrops: P only (E has no socket), requests dropped by the kernel
+	// at pxresp's socket (receive buffer full), from `ss -0 -m` (skmem d)
+	// before and after.
 	RespDrops int64  `json:"pxresp_socket_drops,omitempty"`
 	CPUTicks  uint64 `json:"pxresp_cpu_ticks,omitempty"`
 	CPUNs     uint64 `json:"pxresp_cpu_schedstat_ns,omitempty"`
@@ -115,6 +117,7 @@ type MemPoint struct {
 // AttachResult: new veth, host side up at T0, first reply to a pod sending
 // every period.
 type AttachResult struct {
+	Responder      string  `json:"responder,omitempty"` // P or E (older results: P)
 	Reps           int     `json:"reps"`
 	Failed         int     `json:"failed"`
 	UpToReply      []int64 `json:"up_to_first_reply_ns"`

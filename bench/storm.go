@@ -17,9 +17,9 @@ import (
 
 // The storm section: pods flood broadcast requests at the maximum rate
 // their senders reach while another pod (the observer, the bench's own
-// pod) asks one request at a time. Each slot (K0, then P at its default
-// settings) measures the observer alone, then during a one-pod storm, then
-// during a storm of StormPods pods at once.
+// pod) asks one request at a time. Each slot (K0, then P and E at their
+// default settings) measures the observer alone, then during a one-pod
+// storm, then during a storm of StormPods pods at once.
 
 // stormWarmup is how long after a storm starts the observer starts asking:
 // the time pxresp takes to find the storm and shed it is in it.
@@ -45,13 +45,16 @@ type StormRun struct {
 	// Arrived is During up to the kernel's receive timestamp of each
 	// reply, without the observer's own wake-up.
 	Arrived Summary `json:"observer_during_arrived"`
-	// P only: pxresp's CPU (schedstat, all threads) from the floods' start
-	// to their end (drain included), and in % of one core over that time.
+	// P and E only: pxresp's CPU (schedstat, all threads) from the floods'
+	// start to their end (drain included), and in % of one core over that
+	// time; UserTicks, its time in user mode (utime, clock ticks).
 	CPUNs      uint64  `json:"pxresp_cpu_schedstat_ns,omitempty"`
 	CPUPercent float64 `json:"pxresp_cpu_percent,omitempty"`
+	UserTicks  uint64  `json:"pxresp_user_ticks,omitempty"`
 	// BaselineCPUPercent is pxresp's CPU while the observer asked alone.
 	BaselineCPUPercent float64 `json:"pxresp_baseline_cpu_percent,omitempty"`
-	// Storms is pxresp's "storm start" lines during the run.
+	// Storms is pxresp's "storm start" lines during the run (P only: E
+	// limits in the kernel and sheds nothing).
 	Storms int `json:"pxresp_storms,omitempty"`
 	// BacklogDrops is the frames the kernel dropped, on every CPU, because
 	// a CPU's input backlog was full (/proc/net/softnet_stat, second
@@ -60,7 +63,7 @@ type StormRun struct {
 	BacklogDrops uint64 `json:"backlog_drops"`
 }
 
-// runStorm: rounds of K0 and P slots, in rotating order.
+// runStorm: rounds of K0, P and E slots, in rotating order.
 func (e *env) runStorm(ctx context.Context) error {
 	o := e.o
 	// Every flooding pod runs a sender and a receiver, each on a thread
@@ -92,7 +95,7 @@ func (e *env) runStorm(ctx context.Context) error {
 		ifs = append(ifs, p.HostIf)
 	}
 	for r := range o.StormRounds {
-		for _, resp := range rotate([]string{K0, P}, r) {
+		for _, resp := range rotate([]string{K0, P, E}, r) {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
@@ -115,17 +118,17 @@ func (e *env) stormSlot(ctx context.Context, round int, resp string, ifs []strin
 			return err
 		}
 		defer func() { err = errors.Join(err, off()) }()
-	case P:
+	case P, E:
 		if err := e.kernelSilent(ctx, ifs); err != nil {
 			return err
 		}
 		if err := silent(c); err != nil {
 			return err
 		}
-		// Default settings: no --rate-limit. The AF_PACKET datapath, which
-		// sheds storms in its socket filter: as root, auto would choose
-		// the eBPF one.
-		if _, err := e.startPxArgs(false, "--iface", "cali*", "--gw", topo.Gateway.String(), "--log-level", "warn", "--datapath", "packet"); err != nil {
+		// Default settings: no --rate-limit; P on the AF_PACKET datapath,
+		// which sheds storms in its socket filter, E on the eBPF one, which
+		// limits in the kernel (startPxArgs passes --datapath).
+		if _, err := e.startPxArgs(resp, false, "--iface", "cali*", "--gw", topo.Gateway.String(), "--log-level", "warn"); err != nil {
 			return err
 		}
 		defer func() {
@@ -138,7 +141,7 @@ func (e *env) stormSlot(ctx context.Context, round int, resp string, ifs []strin
 		return fmt.Errorf("%s not answering every pod: %w", resp, err)
 	}
 	var before procSnap
-	if resp == P {
+	if isPx(resp) {
 		if before, err = readProc(e.px.Pid()); err != nil {
 			return err
 		}
@@ -149,7 +152,7 @@ func (e *env) stormSlot(ctx context.Context, round int, resp string, ifs []strin
 		return err
 	}
 	var baseCPU float64
-	if resp == P {
+	if isPx(resp) {
 		after, err := readProc(e.px.Pid())
 		if err != nil {
 			return err
@@ -190,7 +193,7 @@ func (e *env) storm(ctx context.Context, resp string, stormers []*rawSock, base 
 	run := &StormRun{Responder: resp, Stormers: len(stormers), Baseline: base}
 	var before procSnap
 	var starts0 int
-	if resp == P {
+	if isPx(resp) {
 		var err error
 		if before, err = readProc(e.px.Pid()); err != nil {
 			return nil, err
@@ -235,12 +238,12 @@ func (e *env) storm(ctx context.Context, resp string, stormers []*rawSock, base 
 	drops1, derr := backlogDrops()
 	run.BacklogDrops = drops1 - drops0
 	err = errors.Join(append(errs, obsErr, derr)...)
-	if resp == P {
+	if isPx(resp) {
 		after, serr := readProc(e.px.Pid())
 		if serr != nil {
 			return run, errors.Join(err, serr)
 		}
-		run.CPUNs = after.CPUNs - before.CPUNs
+		run.CPUNs, run.UserTicks = after.CPUNs-before.CPUNs, after.UTicks-before.UTicks
 		run.CPUPercent = 100 * float64(run.CPUNs) / float64(wall.Nanoseconds())
 		run.Storms = e.px.Count(pxproc.Has(`msg="storm start"`)) - starts0
 		if !e.px.Alive() {

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -81,10 +84,44 @@ func verify(t *testing.T, sa, unit string) error {
 	return nil
 }
 
-// maxExposure is the overall exposure level that `systemd-analyze security`
-// gave pxresp.service when it was written (systemd 252, Debian 12); higher
-// means a hardening setting was lost.
-const maxExposure = 1.7
+// unit is one of the systemd units and what its test requires of it.
+type unit struct {
+	file string
+	// maxExposure is the overall exposure level that `systemd-analyze
+	// security` gave the unit when it was written (systemd 252, Debian 12);
+	// higher means a hardening setting was lost.
+	maxExposure float64
+	// want are the directives the unit must have, with their only value.
+	want map[string]string
+	// filter is the unit's SystemCallFilter= lines, in order.
+	filter []string
+}
+
+// units are the packet datapath's unit and the eBPF one's, which differs
+// from it only in the capabilities, bpf(2), the --datapath flag and the
+// comments (TestSystemdUnitVariants).
+var units = []unit{
+	{
+		file: "pxresp.service", maxExposure: 1.7,
+		want: map[string]string{
+			"ExecStart":             "/usr/local/bin/pxresp --config /etc/pxresp/config.yaml",
+			"CapabilityBoundingSet": "CAP_NET_RAW",
+			"AmbientCapabilities":   "CAP_NET_RAW",
+		},
+		filter: []string{"@system-service", "~@privileged"},
+	},
+	{
+		// CAP_BPF, CAP_NET_ADMIN, and bpf(2) and capset(2) from
+		// @privileged cost 0.3.
+		file: "pxresp-ebpf.service", maxExposure: 2.0,
+		want: map[string]string{
+			"ExecStart":             "/usr/local/bin/pxresp --config /etc/pxresp/config.yaml --datapath auto",
+			"CapabilityBoundingSet": "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW",
+			"AmbientCapabilities":   "CAP_BPF CAP_NET_ADMIN CAP_NET_RAW",
+		},
+		filter: []string{"@system-service", "~@privileged", "bpf capset"},
+	},
+}
 
 // unitDirectives parses a unit file into key -> values, in order.
 func unitDirectives(unit []byte) map[string][]string {
@@ -102,29 +139,41 @@ func unitDirectives(unit []byte) map[string][]string {
 	return m
 }
 
-// TestSystemdUnit checks pxresp.service with systemd-analyze: verify (the
-// unit loads, every key is known, the command exists) and security (the
+// TestSystemdUnit checks each unit with systemd-analyze: verify (the unit
+// loads, every key is known, the command exists) and security (the
 // exposure level does not rise), and checks the settings pxresp relies on.
 func TestSystemdUnit(t *testing.T) {
 	sa := systemdAnalyze(t)
-	unit := readFile(t, "pxresp.service")
 	bin := pxproc.Bin(t)
+	for _, u := range units {
+		t.Run(u.file, func(t *testing.T) { checkUnit(t, sa, bin, u) })
+	}
+	// The binary takes the flags ExecStart gives it.
+	help, _ := exec.Command(bin, "--help").CombinedOutput()
+	for _, f := range []string{"-config", "-datapath"} {
+		if !bytes.Contains(help, []byte(f)) {
+			t.Errorf("pxresp --help does not list %s:\n%s", f, help)
+		}
+	}
+}
 
-	if err := verify(t, sa, unitCopy(t, unit, bin)); err != nil {
+func checkUnit(t *testing.T, sa, bin string, u unit) {
+	unitText := readFile(t, u.file)
+	if err := verify(t, sa, unitCopy(t, unitText, bin)); err != nil {
 		t.Error(err)
 	}
 	// The check itself: a misspelt key and a missing binary are caught.
-	typo := bytes.Replace(unit, []byte("ProtectSystem=strict"), []byte("ProtectSytem=strict"), 1)
+	typo := bytes.Replace(unitText, []byte("ProtectSystem=strict"), []byte("ProtectSytem=strict"), 1)
 	if err := verify(t, sa, unitCopy(t, typo, bin)); err == nil || !strings.Contains(err.Error(), "ProtectSytem") {
 		t.Errorf("a misspelt key went through verify: %v", err)
 	}
-	if err := verify(t, sa, unitCopy(t, unit, filepath.Join(t.TempDir(), "missing"))); err == nil {
+	if err := verify(t, sa, unitCopy(t, unitText, filepath.Join(t.TempDir(), "missing"))); err == nil {
 		t.Error("a missing ExecStart binary went through verify")
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, sa, "security", "--offline=yes", unitCopy(t, unit, bin)).CombinedOutput()
+	out, err := exec.CommandContext(ctx, sa, "security", "--offline=yes", unitCopy(t, unitText, bin)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze security --offline=yes: %v\n%s", err, out)
 	}
@@ -137,39 +186,54 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("systemd-analyze security: exposure %.1f", level)
-	if level > maxExposure {
-		t.Errorf("exposure level %.1f, was %.1f:\n%s", level, maxExposure, out)
+	if level > u.maxExposure {
+		t.Errorf("exposure level %.1f, was %.1f:\n%s", level, u.maxExposure, out)
 	}
 
-	d := unitDirectives(unit)
-	for k, want := range map[string]string{
-		"ExecStart":               "/usr/local/bin/pxresp --config /etc/pxresp/config.yaml",
+	d := unitDirectives(unitText)
+	want := map[string]string{
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"Type":                    "simple",
 		"DynamicUser":             "yes",
-		"CapabilityBoundingSet":   "CAP_NET_RAW",
-		"AmbientCapabilities":     "CAP_NET_RAW",
 		"NoNewPrivileges":         "yes",
 		"ProtectSystem":           "strict",
 		"ProtectKernelTunables":   "yes",
 		"RestrictAddressFamilies": "AF_PACKET AF_NETLINK AF_INET AF_INET6 AF_UNIX",
 		"Restart":                 "on-failure",
-	} {
-		if got := d[k]; len(got) != 1 || got[0] != want {
-			t.Errorf("%s=%q, want %q", k, got, want)
+	}
+	maps.Copy(want, u.want)
+	for k, w := range want {
+		if got := d[k]; len(got) != 1 || got[0] != w {
+			t.Errorf("%s=%q, want %q", k, got, w)
 		}
 	}
-	// These would hide the host's interfaces, take CAP_NET_RAW out of the
-	// host's user namespace, or hide /proc/sys.
+	if got := d["SystemCallFilter"]; !slices.Equal(got, u.filter) {
+		t.Errorf("SystemCallFilter=%q, want %q", got, u.filter)
+	}
+	// These would hide the host's interfaces, take the capabilities out of
+	// the host's user namespace, or hide /proc/sys.
 	for _, k := range []string{"PrivateNetwork", "PrivateUsers", "ProcSubset", "NetworkNamespacePath"} {
 		if v, ok := d[k]; ok {
 			t.Errorf("%s=%q: pxresp must see the host's network and /proc/sys", k, v)
 		}
 	}
-	// The binary takes the flags ExecStart gives it.
-	help, _ := exec.Command(bin, "--help").CombinedOutput()
-	if !bytes.Contains(help, []byte("-config")) {
-		t.Errorf("pxresp --help does not list --config:\n%s", help)
+}
+
+// TestSystemdUnitVariants: the eBPF unit is the packet one but for the
+// directives that make it the eBPF one, so that a hardening change to one
+// cannot miss the other.
+func TestSystemdUnitVariants(t *testing.T) {
+	packet, ebpf := unitDirectives(readFile(t, units[0].file)), unitDirectives(readFile(t, units[1].file))
+	differ := []string{"Description", "ExecStart", "CapabilityBoundingSet", "AmbientCapabilities", "SystemCallFilter"}
+	for _, k := range slices.Sorted(maps.Keys(packet)) {
+		if !slices.Contains(differ, k) && !slices.Equal(packet[k], ebpf[k]) {
+			t.Errorf("%s: %s=%q, %s=%q", k, units[0].file, packet[k], units[1].file, ebpf[k])
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(ebpf)) {
+		if _, ok := packet[k]; !ok {
+			t.Errorf("%s sets %s=%q, %s does not", units[1].file, k, ebpf[k], units[0].file)
+		}
 	}
 }
 
@@ -248,10 +312,31 @@ const metricsPort = 9597
 // hostIPEnv is the DaemonSet's variable holding the node's IP.
 const hostIPEnv = "HOST_IP"
 
-// TestDaemonSet decodes daemonset.yaml into the Kubernetes API types,
-// strictly, and checks what pxresp needs and what it must not have.
+// daemonSet is one of the DaemonSet manifests and the capabilities its
+// container adds (and needs).
+type daemonSet struct {
+	file string
+	caps []corev1.Capability
+}
+
+// daemonSets are the packet datapath's manifest and the eBPF one's, which
+// differs from it only in its container's command, capabilities and
+// --datapath flag (TestDaemonSetVariants).
+var daemonSets = []daemonSet{
+	{"daemonset.yaml", []corev1.Capability{"NET_RAW"}},
+	{"daemonset-ebpf.yaml", []corev1.Capability{"BPF", "NET_ADMIN", "NET_RAW"}},
+}
+
+// TestDaemonSet decodes each DaemonSet manifest into the Kubernetes API
+// types, strictly, and checks what pxresp needs and what it must not have.
 func TestDaemonSet(t *testing.T) {
-	data := readFile(t, "daemonset.yaml")
+	for _, v := range daemonSets {
+		t.Run(v.file, func(t *testing.T) { checkDaemonSet(t, v) })
+	}
+}
+
+func checkDaemonSet(t *testing.T, v daemonSet) {
+	data := readFile(t, v.file)
 	m := decodeManifest(t, data)
 	if m.err != nil {
 		t.Fatal(m.err)
@@ -309,8 +394,8 @@ func TestDaemonSet(t *testing.T) {
 	if !nonRoot || uid == nil || *uid == 0 {
 		t.Errorf("runAsNonRoot %v, runAsUser %v: want a non-root UID", nonRoot, uid)
 	}
-	if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_RAW"}) {
-		t.Errorf("capabilities drop %v add %v, want drop [ALL] add [NET_RAW]", sc.Capabilities.Drop, sc.Capabilities.Add)
+	if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(sc.Capabilities.Add, v.caps) {
+		t.Errorf("capabilities drop %v add %v, want drop [ALL] add %v", sc.Capabilities.Drop, sc.Capabilities.Add, v.caps)
 	}
 	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		t.Error("allowPrivilegeEscalation is not false")
@@ -419,6 +504,36 @@ func TestDaemonSet(t *testing.T) {
 	}
 }
 
+// TestDaemonSetVariants: the eBPF manifest is the packet one but for its
+// container's command (the binary with the eBPF file capability), the
+// capabilities it adds and --datapath auto, so that a change to one cannot
+// miss the other.
+func TestDaemonSetVariants(t *testing.T) {
+	packet := decodeManifest(t, readFile(t, daemonSets[0].file))
+	ebpf := decodeManifest(t, readFile(t, daemonSets[1].file))
+	if err := errors.Join(packet.err, ebpf.err); err != nil {
+		t.Fatal(err)
+	}
+	want := packet.ds.DeepCopy()
+	c := &want.Spec.Template.Spec.Containers[0]
+	c.Command = []string{ebpfBinary}
+	c.Args = append([]string{"--datapath", "auto"}, c.Args...)
+	c.SecurityContext.Capabilities.Add = daemonSets[1].caps
+	if diff := cmp.Diff(want, ebpf.ds); diff != "" {
+		t.Errorf("%s is not %s with the eBPF changes (-want +got):\n%s", daemonSets[1].file, daemonSets[0].file, diff)
+	}
+	if diff := cmp.Diff(packet.sa, ebpf.sa); diff != "" {
+		t.Errorf("ServiceAccount (-%s +%s):\n%s", daemonSets[0].file, daemonSets[1].file, diff)
+	}
+	if diff := cmp.Diff(packet.cm, ebpf.cm); diff != "" {
+		t.Errorf("ConfigMap (-%s +%s):\n%s", daemonSets[0].file, daemonSets[1].file, diff)
+	}
+}
+
+// ebpfBinary is the image's copy of pxresp with the file capability
+// cap_bpf,cap_net_admin,cap_net_raw=ep (deploy/image.sh).
+const ebpfBinary = "/usr/local/bin/pxresp-ebpf"
+
 // TestConfigExample: deploy/config.yaml is valid, and so is each of its
 // commented-out example rules once uncommented.
 func TestConfigExample(t *testing.T) {
@@ -475,13 +590,15 @@ func makeVar(t *testing.T, target string) string {
 // TestDaemonSetImage: the DaemonSet runs the image that `make image` tags,
 // a release tag rather than a moving one.
 func TestDaemonSetImage(t *testing.T) {
-	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
-	if m.err != nil {
-		t.Fatal(m.err)
-	}
 	image := makeVar(t, "image-name")
-	if got := m.ds.Spec.Template.Spec.Containers[0].Image; got != image {
-		t.Errorf("the DaemonSet runs %q, make image builds %q", got, image)
+	for _, v := range daemonSets {
+		m := decodeManifest(t, readFile(t, v.file))
+		if m.err != nil {
+			t.Fatal(m.err)
+		}
+		if got := m.ds.Spec.Template.Spec.Containers[0].Image; got != image {
+			t.Errorf("%s runs %q, make image builds %q", v.file, got, image)
+		}
 	}
 	if !regexp.MustCompile(`:v[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(image) {
 		t.Errorf("image %q: want a release tag vX.Y.Z", image)
@@ -579,5 +696,22 @@ func TestExpand(t *testing.T) {
 		if got := expand(in, env); got != want {
 			t.Errorf("expand(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// wantDatapath is the datapath pxresp must run under the variant in file,
+// on the machines the tests run on (a kernel with tcx, bpf(2) allowed).
+func wantDatapath(file string) string {
+	if strings.Contains(file, "-ebpf") {
+		return "ebpf"
+	}
+	return "packet"
+}
+
+// checkDatapath requires pxresp's start log to name datapath want.
+func checkDatapath(t *testing.T, p *pxproc.Proc, want string) {
+	t.Helper()
+	if p.Count(pxproc.ChoseDatapath(want)) == 0 {
+		t.Errorf("no %s in the log:\n%s", pxproc.ChoseDatapath(want), p.Log())
 	}
 }

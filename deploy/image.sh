@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds pxresp's OCI image with buildah, from no base image: for each of
-# ARCHES, the static binary $DIST/pxresp-linux-ARCH with the file
-# capability cap_net_raw=ep, passwd and group entries for 65532, the
-# licence and the org.opencontainers.image labels; then one image index
+# ARCHES, the static binary $DIST/pxresp-linux-ARCH twice, as
+# /usr/local/bin/pxresp with the file capability cap_net_raw=ep (the
+# packet datapath) and as /usr/local/bin/pxresp-ebpf with
+# cap_bpf,cap_net_admin,cap_net_raw=ep (the eBPF datapath; deploy/README.md
+# says why two files), passwd and group entries for 65532,
+# the licence and the org.opencontainers.image labels; then one image index
 # named $IMAGE in container storage, also written to
 # $DIST/pxresp-image.oci.tar. Run by `make image` (as root), which sets
 # IMAGE, VERSION, REVISION, CREATED (epoch seconds), DIST and ARCHES;
@@ -49,6 +52,9 @@ for arch in $ARCHES; do
 	root=$(bh mount "$ctr")
 	install -D -m 0755 "$bin" "$root/usr/local/bin/pxresp"
 	setcap cap_net_raw=ep "$root/usr/local/bin/pxresp"
+	# A copy, not a link: a file capability belongs to the inode.
+	install -D -m 0755 "$bin" "$root/usr/local/bin/pxresp-ebpf"
+	setcap cap_bpf,cap_net_admin,cap_net_raw=ep "$root/usr/local/bin/pxresp-ebpf"
 	install -D -m 0644 LICENSE "$root/usr/share/licenses/pxresp/LICENSE"
 	install -d -m 0755 "$root/etc"
 	printf 'root:x:0:0:root:/:/sbin/nologin\npxresp:x:65532:65532:pxresp:/:/sbin/nologin\n' >"$root/etc/passwd"

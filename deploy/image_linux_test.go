@@ -23,10 +23,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	corev1 "k8s.io/api/core/v1"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
 	"github.com/pxresp/pxresp/internal/test/procstat"
 	"github.com/pxresp/pxresp/internal/test/topo"
@@ -152,8 +155,13 @@ func podmanFlags(t *testing.T, spec corev1.PodSpec, c corev1.Container) []string
 	if !spec.HostNetwork || spec.HostPID || spec.HostIPC {
 		t.Fatalf("hostNetwork %v hostPID %v hostIPC %v: only the host's network is mapped", spec.HostNetwork, spec.HostPID, spec.HostIPC)
 	}
-	if len(c.Command) > 0 {
-		t.Fatalf("command %q: the image's entrypoint is the one tested", c.Command)
+	// command replaces the image's entrypoint (args, its cmd).
+	switch len(c.Command) {
+	case 0:
+	case 1:
+		flags = append(flags, "--entrypoint", c.Command[0])
+	default:
+		t.Fatalf("command %q: only a binary, without arguments, is mapped", c.Command)
 	}
 	if m := c.Resources.Limits.Memory(); !m.IsZero() {
 		flags = append(flags, "--memory", strconv.FormatInt(m.Value(), 10))
@@ -265,12 +273,11 @@ func checkRelease(t *testing.T, dist string) {
 	}
 }
 
-// TestImage builds the image with `make image` and runs it as the
-// DaemonSet's pod: pods resolve their gateway and ping through it, /readyz
-// answers on the node's IP and nowhere else, and the process holds exactly
-// CAP_NET_RAW, as 65532, with no_new_privs, seccomp and a read-only root.
+// TestImage builds the image with `make image`, checks the release, the
+// index, the labels and each binary's file capability, and runs it as the
+// pod of each DaemonSet variant (runImage), the eBPF one also under
+// podman's own seccomp profile, which refuses bpf(2).
 func TestImage(t *testing.T) {
-	tp := topotest.New(t, 2, "image")
 	pm := podman{tool: privtest.Tool(t, "podman", "podman"), storage: nil}
 	bh := podman{tool: privtest.Tool(t, "buildah", "buildah")}
 	privtest.Tool(t, "runc", "runc")
@@ -340,32 +347,123 @@ func TestImage(t *testing.T) {
 		t.Errorf("label version %q does not start with the tag of %s", v, image)
 	}
 
-	// The binary carries the file capability: a CRI runtime, unlike
+	// Each binary carries its file capability: a CRI runtime, unlike
 	// podman, gives a non-root container no ambient capabilities.
 	getcap := privtest.Tool(t, "getcap", "libcap2-bin")
 	root := strings.TrimSpace(pm.runT(t, "image", "mount", image))
-	out, err := exec.Command(getcap, filepath.Join(root, "usr/local/bin/pxresp")).CombinedOutput()
-	pm.runT(t, "image", "unmount", image)
-	if err != nil || !strings.Contains(string(out), "cap_net_raw=ep") {
-		t.Errorf("getcap on the image's pxresp: %v %q, want cap_net_raw=ep", err, out)
+	for path, want := range imageBinaries(t) {
+		out, err := exec.Command(getcap, filepath.Join(root, path)).CombinedOutput()
+		if f := strings.Fields(string(out)); err != nil || len(f) != 2 || !sameFileCaps(f[1], want) {
+			t.Errorf("getcap on the image's %s: %v %q, want %s", path, err, out, want)
+		}
 	}
+	pm.runT(t, "image", "unmount", image)
 
-	// The pod, as the kubelet would make it.
-	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
+	for _, v := range daemonSets {
+		t.Run(v.file, func(t *testing.T) { runImage(t, pm, image, dir, v, "") })
+	}
+	// The eBPF variant under a default profile that allows bpf(2) only with
+	// CAP_SYS_ADMIN: podman's own.
+	t.Run(daemonSets[1].file+" under podman's seccomp profile", func(t *testing.T) {
+		runImage(t, pm, image, dir, daemonSets[1], "podman")
+	})
+}
+
+// sameFileCaps compares two file capabilities in setcap's text form
+// ("cap_a,cap_b=ep"), whatever the order of the names.
+func sameFileCaps(a, b string) bool {
+	norm := func(s string) string {
+		names, flags, _ := strings.Cut(s, "=")
+		l := strings.Split(names, ",")
+		slices.Sort(l)
+		return strings.Join(l, ",") + "=" + flags
+	}
+	return norm(a) == norm(b)
+}
+
+// seccompProfile writes the seccomp profile that stands for RuntimeDefault
+// when the container adds BPF: podman's default profile, with bpf(2)
+// allowed when CAP_BPF is held as containerd's and Docker's default
+// profiles do (podman's allows it only with CAP_SYS_ADMIN).
+func seccompProfile(t *testing.T, dir string) string {
+	t.Helper()
+	const def = "/usr/share/containers/seccomp.json"
+	var prof map[string]any
+	if err := json.Unmarshal(readFile(t, def), &prof); err != nil {
+		t.Fatalf("%s: %v", def, err)
+	}
+	rules, _ := prof["syscalls"].([]any)
+	refused := false
+	for _, r := range rules {
+		rule, _ := r.(map[string]any)
+		names, _ := rule["names"].([]any)
+		ex, _ := rule["excludes"].(map[string]any)
+		if rule["action"] != "SCMP_ACT_ERRNO" || !slices.Contains(names, any("bpf")) || ex == nil {
+			continue
+		}
+		// The rule refusing bpf without CAP_SYS_ADMIN: it refuses it
+		// without CAP_BPF too.
+		caps, _ := ex["caps"].([]any)
+		if !slices.Contains(caps, any("CAP_SYS_ADMIN")) {
+			continue
+		}
+		rule["names"] = slices.DeleteFunc(slices.Clone(names), func(n any) bool { return n == "bpf" })
+		rules = append(rules,
+			map[string]any{"names": []string{"bpf"}, "action": "SCMP_ACT_ERRNO", "errnoRet": rule["errnoRet"],
+				"excludes": map[string]any{"caps": []string{"CAP_SYS_ADMIN", "CAP_BPF"}}},
+			map[string]any{"names": []string{"bpf"}, "action": "SCMP_ACT_ALLOW",
+				"includes": map[string]any{"caps": []string{"CAP_BPF"}}, "excludes": map[string]any{"caps": []string{"CAP_SYS_ADMIN"}}})
+		refused = true
+		break
+	}
+	if !refused {
+		t.Fatalf("%s: no rule refusing bpf without CAP_SYS_ADMIN; the test does not know this profile", def)
+	}
+	prof["syscalls"] = rules
+	b, err := json.Marshal(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "seccomp-bpf.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runImage runs the image as the pod of DaemonSet variant v would run, in
+// a test topology of its own: pods resolve their gateway and ping through
+// it, /readyz answers on the node's IP and nowhere else, the process runs
+// the variant's datapath and holds exactly its capabilities, as 65532,
+// with no_new_privs, seccomp and a read-only root; and once stopped,
+// nothing answers. seccomp "podman" keeps podman's own default profile for
+// the eBPF variant (bpf(2) only with CAP_SYS_ADMIN): pxresp then runs the
+// packet datapath.
+func runImage(t *testing.T, pm podman, image, dir string, v daemonSet, seccomp string) {
+	tp := topotest.New(t, 2, "image")
+	m := decodeManifest(t, readFile(t, v.file))
 	if m.err != nil {
 		t.Fatal(m.err)
 	}
 	spec := m.ds.Spec.Template.Spec
 	c := spec.Containers[0]
 	if c.Image != image {
-		t.Fatalf("the DaemonSet runs %s, make image built %s", c.Image, image)
+		t.Fatalf("%s runs %s, make image built %s", v.file, c.Image, image)
 	}
+	datapath := wantDatapath(v.file)
 	hostIP := tp.UplinkIP.String()
 	env := containerEnv(t, c, hostIP)
 	flags := []string{"run", "-d", "--pull", "never", "--log-driver", "k8s-file",
 		"--name", "pxresp-" + strings.TrimSuffix(tp.Prefix, "-"),
 		"--network", "ns:" + netnsPath(t, tp.Host)}
 	flags = append(flags, podmanFlags(t, spec, c)...)
+	if datapath == "ebpf" {
+		if seccomp == "podman" {
+			datapath = "packet"
+		} else {
+			flags = append(flags, "--security-opt", "seccomp="+seccompProfile(t, t.TempDir()))
+		}
+	}
 	flags = append(flags, ulimits(t)...)
 	for _, vm := range c.VolumeMounts {
 		var vol *corev1.Volume
@@ -377,8 +475,11 @@ func TestImage(t *testing.T) {
 		if vol == nil || vol.ConfigMap == nil || vol.ConfigMap.Name != m.cm.Name || !vm.ReadOnly {
 			t.Fatalf("volume mount %s: only the ConfigMap %s, read-only, is mapped", vm.Name, m.cm.Name)
 		}
-		cmDir := filepath.Join(dir, "configmap")
-		if err := os.Mkdir(cmDir, 0o755); err != nil {
+		cmDir, err := os.MkdirTemp(dir, "configmap")
+		if err == nil {
+			err = os.Chmod(cmDir, 0o755)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		for k, v := range m.cm.Data {
@@ -388,13 +489,7 @@ func TestImage(t *testing.T) {
 		}
 		flags = append(flags, "--volume", cmDir+":"+vm.MountPath+":ro")
 	}
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range env {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		flags = append(flags, "--env", k+"="+env[k])
 	}
 	flags = append(flags, image)
@@ -403,12 +498,16 @@ func TestImage(t *testing.T) {
 	}
 
 	id := strings.TrimSpace(pm.runT(t, flags...))
+	removed := false
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if t.Failed() {
 			out, _ := pm.run(ctx, "logs", id)
 			t.Logf("container log:\n%s", out)
+		}
+		if removed {
+			return
 		}
 		if _, err := pm.run(ctx, "rm", "--force", "--time", "2", id); err != nil {
 			t.Error(err)
@@ -436,6 +535,7 @@ func TestImage(t *testing.T) {
 	if _, _, err := tryGet(tp.Host, loop, "/metrics"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("GET %s/metrics: %v, want connection refused", loop, err)
 	}
+	checkContainerDatapath(t, pm, id, datapath)
 
 	// Pods resolve their gateway and reach the node, the far end and each
 	// other through it.
@@ -449,9 +549,14 @@ func TestImage(t *testing.T) {
 			t.Errorf("pod %d: neighbour %s: %q, want lladdr %s", p.Index, topo.Gateway, out, topo.GatewayMAC)
 		}
 	}
+	if datapath == "ebpf" {
+		checkTCX(t, tp, len(tp.Pods))
+	}
 
-	// The process: 65532, exactly CAP_NET_RAW in every thread, no_new_privs,
+	// The process: 65532, CAP_NET_RAW alone in every thread once it has
+	// given up the rest (its bounding set: the manifest's), no_new_privs,
 	// seccomp filtering, the root filesystem read-only.
+	waitLog(t, pm, id, `msg="privileges `)
 	pid := strings.TrimSpace(pm.runT(t, "inspect", "--format", "{{.State.Pid}}", id))
 	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
@@ -466,15 +571,16 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bounding := capMask(t, v.caps)
 	// The inheritable set is the runtime's choice (podman sets the added
 	// capabilities there, CRI runtimes leave it empty); it gives nothing
 	// without a file or ambient capability to match.
 	for tid, caps := range tasks {
-		if caps["CapInh"] == fmt.Sprintf("%016x", procstat.NetRawMask) {
+		if caps["CapInh"] == fmt.Sprintf("%016x", bounding) {
 			tasks[tid]["CapInh"] = "0"
 		}
 	}
-	procstat.CheckTasks(t, tasks, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: procstat.NetRawMask, NoNewPrivs: 1})
+	procstat.CheckTasks(t, tasks, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: bounding, NoNewPrivs: 1})
 	mounts, err := os.ReadFile("/proc/" + pid + "/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -487,5 +593,79 @@ func TestImage(t *testing.T) {
 	}
 	if !rootRO {
 		t.Errorf("the container's root filesystem is not read-only:\n%s", mounts)
+	}
+
+	// Stopped (SIGTERM, as the kubelet does), nothing stays attached and
+	// nothing answers.
+	pm.runT(t, "stop", "--time", "10", id)
+	pm.runT(t, "rm", id)
+	removed = true
+	checkTCX(t, tp, 0)
+	pod := tp.Pods[0]
+	cl, err := arptest.Open(pod.NS, pod.PodIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if r, err := cl.Ask(arptest.Request(pod.MAC, pod.IP, topo.Gateway, arptest.Broadcast), 500*time.Millisecond); r != nil {
+		t.Errorf("a request answered after pxresp stopped (%v)", err)
+	}
+}
+
+// waitLog waits at most 10 s for the container's log to contain s.
+func waitLog(t *testing.T, pm podman, id, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		log := pm.runT(t, "logs", id)
+		if strings.Contains(log, s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the container's log after 10 s:\n%s", s, log)
+		}
+	}
+}
+
+// checkContainerDatapath requires the container's log to name datapath
+// want.
+func checkContainerDatapath(t *testing.T, pm podman, id, want string) {
+	t.Helper()
+	log := pm.runT(t, "logs", id)
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "msg=datapath ") {
+			if !strings.Contains(l, " datapath="+want+" ") {
+				t.Errorf("datapath: %q, want %s", l, want)
+			}
+			return
+		}
+	}
+	t.Errorf("no datapath in the log, want %s:\n%s", want, log)
+}
+
+// checkTCX requires n tcx ingress programs in all on the host sides of
+// the topology's pods, queried from inside its host namespace.
+func checkTCX(t *testing.T, tp *topo.Topology, n int) {
+	t.Helper()
+	got := map[string]int{}
+	total := 0
+	if err := tp.Host.Do(func() error {
+		for _, p := range tp.Pods {
+			ifi, err := net.InterfaceByName(p.HostIf)
+			if err != nil {
+				return err
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.HostIf, err)
+			}
+			got[p.HostIf] = len(res.Programs)
+			total += len(res.Programs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if total != n {
+		t.Errorf("tcx ingress programs on the pods' host sides: %v, want %d in all", got, n)
 	}
 }

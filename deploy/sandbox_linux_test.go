@@ -17,8 +17,13 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
+	"golang.org/x/sys/unix"
+
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
+	"github.com/pxresp/pxresp/internal/test/procstat"
 	"github.com/pxresp/pxresp/internal/test/pxproc"
 	"github.com/pxresp/pxresp/internal/test/topo"
 	"github.com/pxresp/pxresp/internal/test/topo/topotest"
@@ -214,22 +219,41 @@ func parseTrace(t *testing.T, path, bin string) traced {
 	return tr
 }
 
-// TestSystemdSandbox runs pxresp as pxresp.service would (an unprivileged
-// user with only the ambient CAP_NET_RAW, the bounding set cut to it,
-// no_new_privs, --config), under strace, through start, traffic, a metrics
-// scrape, a new interface, a reload and a stop, and checks every system
-// call it made against the unit's SystemCallFilter=, every socket against
-// RestrictAddressFamilies=, and MemoryDenyWriteExecute=, RestrictNamespaces=
-// and the read-only file system against what it did.
+// TestSystemdSandbox runs pxresp as each unit would (an unprivileged user
+// with only the unit's ambient capabilities, the bounding set cut to them,
+// no_new_privs, the unit's flags), under strace, through start, traffic, a
+// metrics scrape, a new interface, a reload and a stop, and checks every
+// system call it made against the unit's SystemCallFilter=, every socket
+// against RestrictAddressFamilies=, and MemoryDenyWriteExecute=,
+// RestrictNamespaces= and the read-only file system against what it did.
+// pxresp-ebpf.service must run the eBPF datapath.
 func TestSystemdSandbox(t *testing.T) {
+	for _, u := range units {
+		t.Run(u.file, func(t *testing.T) { systemdSandbox(t, u) })
+	}
+}
+
+func systemdSandbox(t *testing.T, u unit) {
 	strace := privtest.Tool(t, "strace", "strace")
 	setpriv := privtest.Tool(t, "setpriv", "util-linux")
 	sa := systemdAnalyze(t)
 	tp := topotest.New(t, 1, "deploy")
-	unit := unitDirectives(readFile(t, "pxresp.service"))
+	unit := unitDirectives(readFile(t, u.file))
 	allowed := allowedSyscalls(t, syscallGroups(t, sa), unit["SystemCallFilter"])
 	families := strings.Fields(unit["RestrictAddressFamilies"][0])
 	bin := pxproc.Bin(t)
+	// setpriv's capability list: "-all,+net_raw,..."
+	caps := "-all"
+	for _, c := range strings.Fields(unit["AmbientCapabilities"][0]) {
+		caps += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+	}
+	// ExecStart's flags, but for the config file, which is the test's copy.
+	flags := strings.Fields(unit["ExecStart"][0])[1:]
+	i := slices.Index(flags, "--config")
+	if i < 0 || i+1 >= len(flags) {
+		t.Fatalf("ExecStart=%s: no --config", unit["ExecStart"][0])
+	}
+	flags = slices.Delete(flags, i, i+2)
 
 	dir := openDir(t)
 	cfg := filepath.Join(dir, "config.yaml")
@@ -242,9 +266,12 @@ func TestSystemdSandbox(t *testing.T) {
 	p := pxproc.StartT(t, tp.Host, pxproc.Options{Timeout: 20 * time.Second, Bin: bin,
 		Wrapper: []string{strace, "-f", "-qq", "-s", "256", "-o", trace,
 			setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
-			"--inh-caps", "-all,+net_raw", "--ambient-caps", "-all,+net_raw", "--bounding-set", "-all,+net_raw", "--no-new-privs"},
-		Args: []string{"--config", cfg, "--metrics-addr", metrics}})
+			"--inh-caps", caps, "--ambient-caps", caps, "--bounding-set", caps, "--no-new-privs"},
+		Args: append([]string{"--config", cfg, "--metrics-addr", metrics}, flags...)})
 	p.WaitT(t, pxproc.Has("msg=ready"), 1)
+	if want := wantDatapath(u.file); want != "" {
+		checkDatapath(t, p, want)
+	}
 	px, err := p.Child()
 	if err != nil {
 		t.Fatal(err)
@@ -280,31 +307,86 @@ func TestSystemdSandbox(t *testing.T) {
 			t.Errorf("socket family %s is outside RestrictAddressFamilies=%s", fam, families)
 		}
 	}
-	if !slices.Contains(names, "socket") || tr.families["AF_PACKET"] < 2 {
-		t.Errorf("the trace shows %d AF_PACKET sockets, want one per pod", tr.families["AF_PACKET"])
+	switch wantDatapath(u.file) {
+	case "ebpf":
+		if tr.syscalls["bpf"] == 0 {
+			t.Error("the trace shows no bpf(2): the eBPF datapath did not run")
+		}
+	default:
+		if !slices.Contains(names, "socket") || tr.families["AF_PACKET"] < 2 {
+			t.Errorf("the trace shows %d AF_PACKET sockets, want one per pod", tr.families["AF_PACKET"])
+		}
 	}
 	for _, b := range tr.bad {
 		t.Error(b)
 	}
 }
 
-// TestDaemonSetSandbox runs pxresp as the DaemonSet's container would run
-// it under a runc-style runtime: user 65532, bounding set {CAP_NET_RAW},
-// CAP_NET_RAW permitted and effective but not ambient before the exec,
-// no_new_privs (allowPrivilegeEscalation: false), the container's args and
-// the ConfigMap's config. With the file capability cap_net_raw=ep on the
-// binary it serves and its probes answer; without, it exits naming
-// CAP_NET_RAW.
+// TestDaemonSetSandbox runs pxresp as each DaemonSet's container would run
+// under a runc-style runtime: user 65532, the bounding set cut to the added
+// capabilities, those permitted and effective but not ambient before the
+// exec, no_new_privs (allowPrivilegeEscalation: false), the container's
+// binary and args and the ConfigMap's config. With the file capability
+// that image.sh gives the binary it serves, its probes answer and it runs
+// the datapath of its variant; without, it exits naming CAP_NET_RAW. The
+// eBPF binary under the packet manifest's capabilities cannot even start.
 func TestDaemonSetSandbox(t *testing.T) {
+	for _, v := range daemonSets {
+		t.Run(v.file, func(t *testing.T) { daemonSetSandbox(t, v) })
+	}
+}
+
+// imageBinaries reads image.sh's setcap lines: the file capability of each
+// binary in the image, by its path there.
+func imageBinaries(t *testing.T) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, l := range regexp.MustCompile(`(?m)^\s*setcap (\S+) "\$root(/\S+)"$`).FindAllStringSubmatch(string(readFile(t, "image.sh")), -1) {
+		m[l[2]] = l[1]
+	}
+	if len(m) < 2 {
+		t.Fatalf("image.sh: %d setcap lines, want one per binary", len(m))
+	}
+	return m
+}
+
+// entrypoint is the image's entrypoint (image.sh).
+const entrypoint = "/usr/local/bin/pxresp"
+
+// capMask is the mask of Kubernetes capability names ("NET_RAW").
+func capMask(t *testing.T, caps []corev1.Capability) uint64 {
+	t.Helper()
+	var m uint64
+	for _, c := range caps {
+		n, ok := capNumbers[string(c)]
+		if !ok {
+			t.Fatalf("capability %s: not known to the test", c)
+		}
+		m |= 1 << n
+	}
+	return m
+}
+
+var capNumbers = map[string]int{"NET_RAW": unix.CAP_NET_RAW, "NET_ADMIN": unix.CAP_NET_ADMIN, "BPF": unix.CAP_BPF}
+
+func daemonSetSandbox(t *testing.T, v daemonSet) {
 	capsh := privtest.Tool(t, "capsh", "libcap2-bin")
 	setcap := privtest.Tool(t, "setcap", "libcap2-bin")
 	tp := topotest.New(t, 1, "deploy")
-	m := decodeManifest(t, readFile(t, "daemonset.yaml"))
+	m := decodeManifest(t, readFile(t, v.file))
 	if m.err != nil {
 		t.Fatal(m.err)
 	}
 	c := m.ds.Spec.Template.Spec.Containers[0]
 	uid := *m.ds.Spec.Template.Spec.SecurityContext.RunAsUser
+	path := entrypoint
+	if len(c.Command) > 0 {
+		path = c.Command[0]
+	}
+	fileCaps, ok := imageBinaries(t)[path]
+	if !ok {
+		t.Fatalf("%s runs %s, which image.sh does not install", v.file, path)
+	}
 
 	dir := openDir(t)
 	env := containerEnv(t, c, tp.UplinkIP.String())
@@ -319,16 +401,15 @@ func TestDaemonSetSandbox(t *testing.T) {
 	}
 	args[i+1] = cfg
 	plain := filepath.Join(dir, "pxresp")
-	withCap := filepath.Join(dir, "pxresp-cap")
+	withCap := filepath.Join(dir, "cap-"+filepath.Base(path))
 	for _, p := range []string{plain, withCap} {
 		if err := exec.Command("cp", pxproc.Bin(t), p).Run(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if out, err := exec.Command(setcap, "cap_net_raw=ep", withCap).CombinedOutput(); err != nil {
+	if out, err := exec.Command(setcap, fileCaps, withCap).CombinedOutput(); err != nil {
 		t.Fatalf("setcap: %v %s", err, out)
 	}
-	// Every capability but CAP_NET_RAW leaves the bounding set.
 	out, err := exec.Command(capsh, "--print").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -337,19 +418,25 @@ func TestDaemonSetSandbox(t *testing.T) {
 	if bm == nil {
 		t.Fatalf("capsh --print: no bounding set:\n%s", out)
 	}
-	drop := slices.DeleteFunc(strings.Split(strings.TrimSpace(string(bm[1])), ","), func(s string) bool { return s == "cap_net_raw" })
+	bounding := strings.Split(strings.TrimSpace(string(bm[1])), ",")
 	// capsh execs the binary it names with --shell, with the arguments
-	// after "--".
-	runc := func(t *testing.T, bin string) *pxproc.Proc {
+	// after "--"; every capability but the added ones leaves the bounding
+	// set, and those are permitted and effective before the exec.
+	runc := func(t *testing.T, bin string, add []corev1.Capability) *pxproc.Proc {
 		t.Helper()
+		var keep []string
+		for _, c := range add {
+			keep = append(keep, "cap_"+strings.ToLower(string(c)))
+		}
+		drop := slices.DeleteFunc(slices.Clone(bounding), func(s string) bool { return slices.Contains(keep, s) })
 		return pxproc.StartT(t, tp.Host, pxproc.Options{Timeout: 20 * time.Second, Command: append([]string{capsh,
 			"--drop=" + strings.Join(drop, ","), "--keep=1",
-			"--gid=" + strconv.FormatInt(uid, 10), "--uid=" + strconv.FormatInt(uid, 10), "--caps=cap_net_raw+ep",
+			"--gid=" + strconv.FormatInt(uid, 10), "--uid=" + strconv.FormatInt(uid, 10), "--caps=" + strings.Join(keep, ",") + "+ep",
 			"--no-new-privs", "--shell=" + bin, "--"}, args...)})
 	}
 
 	t.Run("without the file capability", func(t *testing.T) {
-		p := runc(t, plain)
+		p := runc(t, plain, v.caps)
 		code, err := p.WaitExit(10 * time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -359,19 +446,40 @@ func TestDaemonSetSandbox(t *testing.T) {
 		}
 	})
 
+	if want := capMask(t, v.caps); want != procstat.NetRawMask {
+		// The file capability asks for more than NET_RAW: under the packet
+		// manifest's capabilities the execve fails (EPERM).
+		t.Run("under the packet manifest's capabilities", func(t *testing.T) {
+			p := runc(t, withCap, daemonSets[0].caps)
+			code, err := p.WaitExit(10 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code == 0 || p.Count(pxproc.Contains("execve")) == 0 {
+				t.Errorf("exit %d, log %q; want capsh's failed execve", code, p.Log())
+			}
+		})
+	}
+
 	t.Run("with the file capability", func(t *testing.T) {
-		p := runc(t, withCap)
+		p := runc(t, withCap, v.caps)
 		p.WaitT(t, pxproc.Has("msg=ready"), 1)
+		checkDatapath(t, p, wantDatapath(v.file))
+		// Once ready, pxresp keeps CAP_NET_RAW alone (the bounding set
+		// stays: without CAP_SETPCAP the kernel refuses to shrink it).
+		p.WaitT(t, pxproc.Contains(`msg="privileges `), 1)
 		pid := p.Pid() // capsh and ip netns exec exec, they do not fork
+		tasks, err := procstat.TaskCaps(strconv.Itoa(pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		procstat.CheckTasks(t, tasks, procstat.Caps{Prm: procstat.NetRawMask, Eff: procstat.NetRawMask, Bnd: capMask(t, v.caps), NoNewPrivs: 1})
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{fmt.Sprintf("Uid:\t%d", uid), "CapEff:\t0000000000002000", "CapPrm:\t0000000000002000",
-			"CapBnd:\t0000000000002000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1"} {
-			if !strings.Contains(string(status), want) {
-				t.Errorf("/proc/%d/status lacks %q:\n%s", pid, want, status)
-			}
+		if want := fmt.Sprintf("Uid:\t%d", uid); !strings.Contains(string(status), want) {
+			t.Errorf("/proc/%d/status lacks %q:\n%s", pid, want, status)
 		}
 		serves(t, tp, p)
 		// The kubelet probes the pod IP, the node's with hostNetwork.
