@@ -23,8 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	corev1 "k8s.io/api/core/v1"
 
 	"golang.org/x/sys/unix"
@@ -648,22 +646,9 @@ func checkTCX(t *testing.T, tp *topo.Topology, n int) {
 	t.Helper()
 	got := map[string]int{}
 	total := 0
-	if err := tp.Host.Do(func() error {
-		for _, p := range tp.Pods {
-			ifi, err := net.InterfaceByName(p.HostIf)
-			if err != nil {
-				return err
-			}
-			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
-			if err != nil {
-				return fmt.Errorf("%s: %w", p.HostIf, err)
-			}
-			got[p.HostIf] = len(res.Programs)
-			total += len(res.Programs)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	for _, p := range tp.Pods {
+		got[p.HostIf] = len(topotest.TCXIngress(t, tp.Host, p.HostIf))
+		total += got[p.HostIf]
 	}
 	if total != n {
 		t.Errorf("tcx ingress programs on the pods' host sides: %v, want %d in all", got, n)

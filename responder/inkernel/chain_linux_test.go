@@ -104,7 +104,7 @@ func TestOtherTCXProgramsRun(t *testing.T) {
 	if st := i.Stats(); st.Replies != 3 || st.Malformed != 1 || st.Requests != 5 {
 		t.Errorf("stats %+v", st)
 	}
-	if progs := tcxPrograms(t, tp.Host, pod.HostIf); len(progs) != 2 {
+	if progs := topotest.TCXIngress(t, tp.Host, pod.HostIf); len(progs) != 2 {
 		t.Errorf("%d programs on %s, want 2", len(progs), pod.HostIf)
 	} else if info, err := i.p.objs.Pxresp.Info(); err != nil {
 		t.Fatal(err)

@@ -209,25 +209,6 @@ func TestDryRunPassesOn(t *testing.T) {
 	}
 }
 
-// tcxPrograms returns the programs attached to the tcx ingress of ifname
-// in ns.
-func tcxPrograms(t *testing.T, ns *topo.NS, ifname string) []link.AttachedProgram {
-	t.Helper()
-	var res *link.QueryResult
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		res, err = link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.Programs
-}
-
 // linkID returns the ID of i's tcx link.
 func linkID(t *testing.T, i *Iface) link.ID {
 	t.Helper()
@@ -331,7 +312,7 @@ func TestApplyInPlace(t *testing.T) {
 	if got := linkID(t, i); got != id || !i.Bound() {
 		t.Errorf("link %d (bound %v) after Apply, want link %d still attached", got, i.Bound(), id)
 	}
-	if progs := tcxPrograms(t, tp.Host, pod.HostIf); len(progs) != 1 {
+	if progs := topotest.TCXIngress(t, tp.Host, pod.HostIf); len(progs) != 1 {
 		t.Errorf("%d programs on %s, want 1", len(progs), pod.HostIf)
 	}
 }
@@ -426,7 +407,7 @@ func TestCloseDetaches(t *testing.T) {
 	if e := entries(t, p, ifaces[0].index); len(e) != 0 {
 		t.Errorf("map entries left after Close: %v", e)
 	}
-	if progs := tcxPrograms(t, tp.Host, pods[0].HostIf); len(progs) != 0 {
+	if progs := topotest.TCXIngress(t, tp.Host, pods[0].HostIf); len(progs) != 0 {
 		t.Errorf("%d programs left on %s after Close", len(progs), pods[0].HostIf)
 	}
 	if st := ifaces[0].Stats(); st.Requests != 1 || st.Replies != 1 {
@@ -464,7 +445,7 @@ func TestCloseDetaches(t *testing.T) {
 	if got := topotest.Ask(t, clients[0], reqs[0], silence); got != nil || i.Bound() {
 		t.Errorf("answered %x (bound %v) after Program.Close", got, i.Bound())
 	}
-	if progs := tcxPrograms(t, tp.Host, pods[0].HostIf); len(progs) != 0 {
+	if progs := topotest.TCXIngress(t, tp.Host, pods[0].HostIf); len(progs) != 0 {
 		t.Errorf("%d programs left on %s after Program.Close", len(progs), pods[0].HostIf)
 	}
 }
@@ -614,7 +595,7 @@ func TestAttachRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if progs := tcxPrograms(t, tp.Host, pod.HostIf); len(progs) != 0 {
+	if progs := topotest.TCXIngress(t, tp.Host, pod.HostIf); len(progs) != 0 {
 		t.Errorf("%d programs left on %s", len(progs), pod.HostIf)
 	}
 	if err := p.Close(); err != nil {

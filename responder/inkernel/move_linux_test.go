@@ -32,7 +32,7 @@ func TestNetnsMove(t *testing.T) {
 	if err := i.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if progs := tcxPrograms(t, other, pod.HostIf); len(progs) != 0 {
+	if progs := topotest.TCXIngress(t, other, pod.HostIf); len(progs) != 0 {
 		t.Errorf("%d programs on %s in the other namespace after Close", len(progs), pod.HostIf)
 	}
 	topotest.Exec(t, other, "ip", "link", "add", "ik0", "type", "veth", "peer", "name", "ik1")

@@ -3,15 +3,11 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/pxresp/pxresp/internal/status"
 	"github.com/pxresp/pxresp/internal/test/arptest"
@@ -65,30 +61,6 @@ func statusDatapaths(t *testing.T, tp *topo.Topology, addr string) (map[string]s
 	return m, st
 }
 
-// tcxIngress returns how many programs are attached to the tcx ingress of
-// the host interface ifname, asked from a thread inside tp's host
-// namespace.
-func tcxIngress(t *testing.T, tp *topo.Topology, ifname string) int {
-	t.Helper()
-	var n int
-	err := tp.Host.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		r, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
-		if err != nil {
-			return err
-		}
-		n = len(r.Programs)
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("tcx programs on %s: %v", ifname, err)
-	}
-	return n
-}
-
 // stopClean stops p and requires that it logged no error.
 func stopClean(t *testing.T, p *pxproc.Proc) {
 	t.Helper()
@@ -112,7 +84,7 @@ func TestDatapathEBPF(t *testing.T) {
 	p.WaitT(t, pxproc.Has("msg=datapath", "datapath=ebpf", "reason=requested"), 1)
 	p.WaitT(t, pxproc.Has("msg=attach", "datapath=ebpf"), 2)
 	for _, pod := range tp.Pods {
-		if n := tcxIngress(t, tp, pod.HostIf); n != 1 {
+		if n := len(topotest.TCXIngress(t, tp.Host, pod.HostIf)); n != 1 {
 			t.Errorf("%s: %d tcx ingress programs, want pxresp's", pod.HostIf, n)
 		}
 	}
@@ -143,7 +115,7 @@ func TestDatapathEBPF(t *testing.T) {
 	// Stopped, pxresp leaves nothing attached, and nothing answers.
 	stopClean(t, p)
 	for _, pod := range tp.Pods {
-		if n := tcxIngress(t, tp, pod.HostIf); n != 0 {
+		if n := len(topotest.TCXIngress(t, tp.Host, pod.HostIf)); n != 0 {
 			t.Errorf("%s: %d tcx ingress programs after pxresp stopped, want none", pod.HostIf, n)
 		}
 	}
@@ -220,7 +192,7 @@ func TestDatapathFollowsRuleMode(t *testing.T) {
 	p.WaitT(t, pxproc.Has(`msg="datapath changed"`, "iface="+pod.HostIf, "from=ebpf", "to=packet"), 1)
 	p.WaitT(t, pxproc.Has("msg=attach", "iface="+pod.HostIf, "datapath=packet"), 1)
 	p.WaitT(t, pxproc.Has("msg=detach", "iface="+pod.HostIf, "datapath=ebpf"), 1)
-	if n := tcxIngress(t, tp, pod.HostIf); n != 0 {
+	if n := len(topotest.TCXIngress(t, tp.Host, pod.HostIf)); n != 0 {
 		t.Errorf("%d tcx ingress programs on the interface in route mode, want none", n)
 	}
 	ask("route mode")
@@ -232,7 +204,7 @@ func TestDatapathFollowsRuleMode(t *testing.T) {
 	hup(t, p)
 	p.WaitT(t, pxproc.Has(`msg="datapath changed"`, "iface="+pod.HostIf, "from=packet", "to=ebpf"), 1)
 	p.WaitT(t, pxproc.Has("msg=attach", "iface="+pod.HostIf, "datapath=ebpf"), 2)
-	if n := tcxIngress(t, tp, pod.HostIf); n != 1 {
+	if n := len(topotest.TCXIngress(t, tp.Host, pod.HostIf)); n != 1 {
 		t.Errorf("%d tcx ingress programs on the interface in gateway mode again, want pxresp's", n)
 	}
 	ask("gateway mode again")

@@ -4,9 +4,13 @@ package topotest
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/pxresp/pxresp/internal/test/arptest"
 	"github.com/pxresp/pxresp/internal/test/privtest"
@@ -89,4 +93,24 @@ func Batch(t testing.TB, ns *topo.NS, cmds []string) {
 	if err := ns.Batch(ctx, cmds); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TCXIngress returns the BPF programs attached to the tcx ingress of the
+// interface ifname of ns, asked from a thread inside ns (so only ns's
+// interfaces can be named). Errors fail t.
+func TCXIngress(t testing.TB, ns *topo.NS, ifname string) []link.AttachedProgram {
+	t.Helper()
+	var res *link.QueryResult
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		res, err = link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("tcx ingress programs on %s in %s: %v", ifname, ns.Name, err)
+	}
+	return res.Programs
 }
