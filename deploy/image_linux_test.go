@@ -534,6 +534,11 @@ func runImage(t *testing.T, pm podman, image, dir string, v daemonSet, seccomp s
 		t.Errorf("GET %s/metrics: %v, want connection refused", loop, err)
 	}
 	checkContainerDatapath(t, pm, id, datapath)
+	if seccomp == "podman" {
+		// The fallback's reason names the likely cause, not the
+		// capabilities, which the container holds.
+		waitLog(t, pm, id, "a seccomp profile that forbids it?")
+	}
 
 	// Pods resolve their gateway and reach the node, the far end and each
 	// other through it.

@@ -29,6 +29,10 @@ func Supported() error {
 		}
 	}
 	p, err := Load()
+	if errors.Is(err, unix.EPERM) {
+		// The capabilities are held, so what refuses is not them.
+		return fmt.Errorf("bpf(2) refused although CAP_BPF and CAP_NET_ADMIN are held (a seccomp profile that forbids it?): %w", err)
+	}
 	if err != nil {
 		return err
 	}
